@@ -1,0 +1,13 @@
+"""v4jax: predict fMRI voxel responses from deep-network features, fast and exactly."""
+
+from v4jax.cv import make_folds
+from v4jax.metrics import pearson_columns, r2_columns
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "__version__",
+    "make_folds",
+    "pearson_columns",
+    "r2_columns",
+]

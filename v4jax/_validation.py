@@ -1,0 +1,140 @@
+"""Input validation in one place: every public entry point checks its arrays here.
+
+Each check raises a ``ValueError`` (or ``TypeError`` for a wrong kind of object) whose message
+names the argument, what was wrong and what to do about it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+def compute_dtype(*arrays: Any) -> np.dtype:
+    """The floating dtype the engines compute in.
+
+    float64 when JAX's x64 mode is enabled and any input is float64; float32 otherwise.
+    """
+    x64 = bool(jax.config.jax_enable_x64)
+    if x64 and any(np.dtype(getattr(a, "dtype", np.float32)) == np.float64 for a in arrays):
+        return np.dtype(np.float64)
+    return np.dtype(np.float32)
+
+
+def check_numeric_dtype(array: Any, name: str) -> None:
+    """Refuse arrays that are not real numbers (bool, complex, object, strings)."""
+    dtype = np.dtype(array.dtype)
+    if dtype == np.bool_:
+        raise TypeError(
+            f"{name} has dtype bool; pass real-valued numbers (cast with .astype(float) "
+            "if a boolean design is really meant)."
+        )
+    if dtype.kind not in "fiu":
+        raise TypeError(
+            f"{name} has dtype {dtype}, which is not a real number type; pass a float or "
+            "integer array."
+        )
+
+
+def as_2d_float(
+    array: Any,
+    name: str,
+    *,
+    allow_1d: bool = False,
+    check_finite: bool = True,
+) -> np.ndarray | jax.Array:
+    """Validate a 2-D numeric array (numpy or JAX) without copying it to another device.
+
+    Args:
+      array: array-like, shape (n_samples, n_columns) (or (n_samples,) when ``allow_1d``).
+      name: the argument's name, used in error messages.
+      allow_1d: accept a vector and return it as a single column.
+      check_finite: refuse NaN and inf.
+
+    Returns:
+      The array as numpy or JAX (as given; lists become numpy), 2-D, real-valued. Integer and
+      float16 inputs are returned unchanged: the engines cast them to their compute dtype.
+    """
+    if isinstance(array, (str, bytes)) or array is None:
+        raise TypeError(f"{name} must be an array of numbers, got {type(array).__name__}.")
+    if not isinstance(array, (np.ndarray, jax.Array)) and not hasattr(array, "__array__"):
+        try:
+            array = np.asarray(array)
+        except (ValueError, TypeError) as error:
+            raise TypeError(f"{name} could not be read as a numeric array: {error}") from None
+    if not isinstance(array, (np.ndarray, jax.Array)):
+        array = np.asarray(array)
+    check_numeric_dtype(array, name)
+    if array.ndim == 1 and allow_1d:
+        array = array.reshape(-1, 1)
+    if array.ndim != 2:
+        expected = "1-D or 2-D" if allow_1d else "2-D (n_samples, n_columns)"
+        raise ValueError(
+            f"{name} must be {expected}, got shape {tuple(array.shape)}; reshape it "
+            "(for example X.reshape(len(X), -1) for feature maps)."
+        )
+    if array.shape[0] == 0 or array.shape[1] == 0:
+        raise ValueError(f"{name} is empty (shape {tuple(array.shape)}); it needs samples and columns.")
+    if check_finite:
+        check_all_finite(array, name)
+    return array
+
+
+def check_all_finite(array: Any, name: str) -> None:
+    """Raise if ``array`` holds NaN or inf, saying where the first one is."""
+    xp = jnp if isinstance(array, jax.Array) else np
+    finite = xp.isfinite(array)
+    if not bool(xp.all(finite)):
+        bad = np.argwhere(~np.asarray(finite))
+        n_nan = int(xp.isnan(array).sum())
+        n_inf = int(bad.shape[0]) - n_nan
+        raise ValueError(
+            f"{name} contains {n_nan} NaN and {n_inf} inf value(s) (first at index "
+            f"{tuple(int(i) for i in bad[0])}); drop or impute those samples/columns first "
+            "(for vim-1 voxels, load_vim1 drops NaN voxels by default)."
+        )
+
+
+def check_same_samples(X: Any, Y: Any, names: Sequence[str] = ("X", "Y")) -> None:
+    """Raise if two arrays disagree on the number of samples (rows)."""
+    if X.shape[0] != Y.shape[0]:
+        raise ValueError(
+            f"{names[0]} has {X.shape[0]} samples but {names[1]} has {Y.shape[0]}; they must "
+            "have one row per stimulus, in the same order."
+        )
+
+
+def check_alphas(alphas: Any) -> np.ndarray:
+    """Validate a regularisation grid: a non-empty 1-D array of finite positive numbers."""
+    values = np.atleast_1d(np.asarray(alphas, dtype=np.float64))
+    if values.ndim != 1 or values.size == 0:
+        raise ValueError(
+            f"alphas must be a non-empty 1-D grid, got shape {values.shape}; for example "
+            "alphas=np.logspace(-2, 6, 17)."
+        )
+    if not np.all(np.isfinite(values)) or np.any(values <= 0):
+        raise ValueError(
+            f"alphas must be finite and strictly positive, got {values.tolist()}; use a "
+            "log-spaced grid such as np.logspace(-2, 6, 17)."
+        )
+    return values
+
+
+def check_choice(value: Any, name: str, choices: Sequence[str]) -> str:
+    """Raise unless ``value`` is one of ``choices``."""
+    if value not in choices:
+        raise ValueError(f"{name}={value!r} is not supported; choose one of {list(choices)}.")
+    return value
+
+
+def check_positive_int(value: Any, name: str, *, allow_none: bool = False) -> int | None:
+    """Raise unless ``value`` is a positive integer (or None when allowed)."""
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}.")
+    return int(value)
