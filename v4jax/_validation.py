@@ -78,7 +78,9 @@ def as_2d_float(
             "(for example X.reshape(len(X), -1) for feature maps)."
         )
     if array.shape[0] == 0 or array.shape[1] == 0:
-        raise ValueError(f"{name} is empty (shape {tuple(array.shape)}); it needs samples and columns.")
+        raise ValueError(
+            f"{name} is empty (shape {tuple(array.shape)}); it needs samples and columns."
+        )
     if check_finite:
         check_all_finite(array, name)
     return array

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 import numpy as np
@@ -30,7 +31,7 @@ def contiguous_folds(n_samples: int, n_folds: int) -> Folds:
     indices = np.arange(n_samples)
     return [
         (np.concatenate([indices[:start], indices[stop:]]), indices[start:stop])
-        for start, stop in zip(bounds[:-1], bounds[1:], strict=True)
+        for start, stop in itertools.pairwise(bounds)
     ]
 
 
@@ -83,7 +84,9 @@ def _as_indices(indices: Any, n_samples: int, name: str) -> np.ndarray:
     values = np.asarray(indices)
     if values.dtype == np.bool_:
         if values.shape != (n_samples,):
-            raise ValueError(f"{name} is a boolean mask of shape {values.shape}, expected ({n_samples},).")
+            raise ValueError(
+                f"{name} is a boolean mask of shape {values.shape}, expected ({n_samples},)."
+            )
         return np.flatnonzero(values)
     if values.ndim != 1 or (values.size and values.dtype.kind not in "iu"):
         raise ValueError(f"{name} must be a 1-D array of integer sample indices.")
