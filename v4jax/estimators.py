@@ -35,7 +35,7 @@ class _LinearPredictorMixin:
         coef = np.asarray(self.coef_, dtype=X.dtype)
         return X @ coef.T + np.asarray(self.intercept_, dtype=X.dtype)
 
-    def __sklearn_tags__(self):  # noqa: D105
+    def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.target_tags.multi_output = True
         tags.target_tags.single_output = True
