@@ -50,7 +50,12 @@ def make_folds(cv: Any, n_samples: int) -> Folds:
       ValueError: fewer than 2 folds, indices out of range, overlapping train and test, or a
         fold with fewer than 2 test or train samples (its score would be undefined).
     """
-    if isinstance(cv, (int, np.integer)) and not isinstance(cv, bool):
+    if isinstance(cv, (str, bytes, float, bool)) or cv is None:
+        raise TypeError(
+            "cv must be an int, a scikit-learn splitter or a list of (train, test) index "
+            f"arrays, got {cv!r}."
+        )
+    if isinstance(cv, (int, np.integer)):
         folds = contiguous_folds(n_samples, int(cv))
     elif hasattr(cv, "split"):
         folds = list(cv.split(np.zeros((n_samples, 1))))
