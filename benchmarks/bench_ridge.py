@@ -1,0 +1,284 @@
+"""Cross-validated ridge, vim-1 shape: v4jax vs himalaya KernelRidgeCV vs scikit-learn RidgeCV.
+
+Problem (defaults): 1,750 samples x 64,896 features (AlexNet conv3) x 1,550 targets (V4 of
+subject 1), 17 alphas log-spaced 1e-2..1e6, 5 contiguous folds, float32, an alpha per target.
+
+* v4jax: ``ridge_cv`` (dual path: kernel once, eigh per fold, all alphas x targets batched,
+  refit with each target's alpha, primal coefficients).
+* himalaya: ``KernelRidgeCV(kernel="linear", fit_intercept=True)`` on the same folds, scored by
+  R² (``himalaya.scoring.r2_score``), numpy backend; its dual coefficients predict.
+* scikit-learn: ``RidgeCV(alpha_per_target=True)``; scikit-learn supports an alpha per target only
+  with its efficient leave-one-out (``cv=None``), so its choice of alpha may differ: its
+  predictions are compared by correlation, not equality.
+
+Each method runs in its own child process (so its peak RSS is its own), ``--repeats`` times after
+one warm-up; the table reports medians, ratios and peak memory, and the JSON goes to
+``benchmarks/results/``. Run ``python benchmarks/bench_ridge.py --help`` for smaller shapes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+RESULTS = Path(__file__).resolve().parent / "results"
+METHODS = ("v4jax", "himalaya", "sklearn")
+REFERENCE = "float64-reference"
+
+
+def make_problem(n_samples: int, n_features: int, n_targets: int, n_test: int, seed: int = 0):
+    """Deterministic conv3-like data: non-negative correlated features, linear targets + noise."""
+    rng = np.random.default_rng(seed)
+    n_total = n_samples + n_test
+    latent = rng.standard_normal((n_total, 64), dtype=np.float32)
+    mixing = rng.standard_normal((64, n_features), dtype=np.float32) / 8
+    X = latent @ mixing
+    X += rng.standard_normal((n_total, n_features), dtype=np.float32)
+    np.maximum(X, 0, out=X)
+    weights = rng.standard_normal((64, n_targets), dtype=np.float32)
+    signal = latent @ weights
+    noise_scale = rng.uniform(0.5, 4.0, n_targets).astype(np.float32)
+    Y = signal + rng.standard_normal((n_total, n_targets), dtype=np.float32) * noise_scale * 8
+    return X[:n_samples], Y[:n_samples], X[n_samples:]
+
+
+def flop_count(n: int, p: int, t: int, a: int, folds: int) -> float:
+    """Floating-point operations of v4jax's dual path (matmuls and eigh, leading terms)."""
+    n_test = n / folds
+    n_train = n - n_test
+    gram = 2 * n * n * p
+    per_fold = (
+        9 * n_train**3  # eigh with vectors
+        + 2 * n_test * n_train**2  # test kernel x eigenvectors
+        + 2 * n_train**2 * t  # eigenvectorsᵀ Y
+        + 2 * a * n_test * n_train * t  # predictions for every alpha
+    )
+    refit = 9 * n**3 + 4 * n * n * t + 2 * n * p * t
+    return gram + folds * per_fold + refit
+
+
+def measure_matmul_rate(size: int = 4096, repeats: int = 5) -> float:
+    """Median float32 matmul rate of JAX's default device, FLOP/s."""
+    import jax
+    import jax.numpy as jnp
+
+    a = jax.random.normal(jax.random.key(0), (size, size), dtype=jnp.float32)
+    product = jax.jit(lambda x, y: x @ y)
+    product(a, a).block_until_ready()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        product(a, a).block_until_ready()
+        times.append(time.perf_counter() - start)
+    return 2 * size**3 / float(np.median(times))
+
+
+def run_child(method: str, args: argparse.Namespace, output: Path) -> None:
+    """Fit one method ``repeats`` times (after a warm-up), save timings and test predictions."""
+    X, Y, X_test = make_problem(args.samples, args.features, args.targets, args.test, args.seed)
+    alphas = np.logspace(-2, 6, 17).astype(np.float32)
+    folds = [
+        (np.setdiff1d(np.arange(args.samples), test), test)
+        for test in np.array_split(np.arange(args.samples), args.folds)
+    ]
+    if method == REFERENCE:
+        import jax
+
+        jax.config.update("jax_enable_x64", True)
+        from v4jax import ridge_cv
+
+        X, Y, X_test = X.astype(np.float64), Y.astype(np.float64), X_test.astype(np.float64)
+        alphas = alphas.astype(np.float64)
+        args.repeats = 0
+
+        def fit_predict():
+            result = ridge_cv(X, Y, alphas, cv=folds)
+            prediction = X_test @ np.asarray(result.coef) + np.asarray(result.intercept)
+            return prediction, np.asarray(result.best_alphas)
+
+        device = "cpu (float64)"
+    elif method == "v4jax":
+        import jax
+
+        from v4jax import ridge_cv
+
+        def fit_predict():
+            result = ridge_cv(X, Y, alphas, cv=folds)
+            prediction = X_test @ np.asarray(result.coef) + np.asarray(result.intercept)
+            return prediction, np.asarray(result.best_alphas)
+
+        device = str(jax.devices()[0])
+    elif method == "himalaya":
+        from himalaya.backend import set_backend
+        from himalaya.kernel_ridge import KernelRidgeCV
+        from himalaya.scoring import r2_score
+
+        set_backend("numpy", on_error="raise")
+
+        def fit_predict():
+            model = KernelRidgeCV(
+                alphas=alphas,
+                kernel="linear",
+                fit_intercept=True,
+                cv=folds,
+                solver_params={"score_func": r2_score},
+            ).fit(X, Y)
+            return np.asarray(model.predict(X_test)), np.asarray(model.best_alphas_)
+
+        device = "cpu (numpy)"
+    else:
+        from sklearn.linear_model import RidgeCV
+
+        def fit_predict():
+            model = RidgeCV(alphas=alphas, alpha_per_target=True).fit(X, Y)
+            return model.predict(X_test), np.asarray(model.alpha_)
+
+        device = "cpu (numpy)"
+    times = []
+    for repeat in range(args.repeats + 1):
+        start = time.perf_counter()
+        prediction, best_alphas = fit_predict()
+        if repeat or not args.repeats:
+            times.append(time.perf_counter() - start)
+    np.save(output.with_suffix(".npy"), prediction.astype(np.float32))
+    peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    info = {
+        "times_s": times,
+        "peak_rss_mib": peak_kib / 1024,
+        "device": device,
+        "best_alphas_head": best_alphas[:5].tolist(),
+    }
+    if method == "v4jax":
+        info["matmul_flops_per_s"] = measure_matmul_rate()
+    output.write_text(json.dumps(info))
+
+
+def relative_difference(actual: np.ndarray, expected: np.ndarray) -> float:
+    """Relative Frobenius norm of the difference."""
+    actual, expected = actual.astype(np.float64), expected.astype(np.float64)
+    return float(np.linalg.norm(actual - expected) / np.linalg.norm(expected))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--samples", type=int, default=1750)
+    parser.add_argument("--features", type=int, default=64896)
+    parser.add_argument("--targets", type=int, default=1550)
+    parser.add_argument("--test", type=int, default=120, help="held-out samples for agreement")
+    parser.add_argument("--folds", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    parser.add_argument(
+        "--no-reference", action="store_true", help="skip the float64 reference fit"
+    )
+    parser.add_argument("--child", choices=(*METHODS, REFERENCE), help=argparse.SUPPRESS)
+    parser.add_argument("--output", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        run_child(args.child, args, args.output)
+        return
+
+    measured = {}
+    predictions = {}
+    with tempfile.TemporaryDirectory() as scratch:
+        for method in [*args.methods] + ([] if args.no_reference else [REFERENCE]):
+            output = Path(scratch) / f"{method}.json"
+            command = [sys.executable, __file__, "--child", method, "--output", str(output)]
+            for name in ("samples", "features", "targets", "test", "folds", "repeats", "seed"):
+                command += [f"--{name}", str(getattr(args, name))]
+            print(f"running {method} ...", flush=True)
+            subprocess.run(command, check=True)
+            measured[method] = json.loads(output.read_text())
+            predictions[method] = np.load(output.with_suffix(".npy"))
+
+    shape = (args.samples, args.features, args.targets, 17, args.folds)
+    flops = flop_count(*shape)
+    v4jax_median = float(np.median(measured["v4jax"]["times_s"])) if "v4jax" in measured else None
+    reference = predictions.pop(REFERENCE, None)
+    measured.pop(REFERENCE, None)
+    rows = []
+    for method, info in measured.items():
+        median = float(np.median(info["times_s"]))
+        row = {
+            "method": method,
+            "median_s": median,
+            "times_s": info["times_s"],
+            "peak_rss_mib": info["peak_rss_mib"],
+            "device": info["device"],
+            "speedup_of_v4jax": median / v4jax_median if v4jax_median else None,
+        }
+        if "v4jax" in predictions and method != "v4jax":
+            row["prediction_difference_to_v4jax"] = relative_difference(
+                predictions[method], predictions["v4jax"]
+            )
+        if reference is not None:
+            row["prediction_error_vs_float64"] = relative_difference(predictions[method], reference)
+        rows.append(row)
+
+    print(
+        f"\nridge CV, {args.samples} x {args.features} features x {args.targets} targets, "
+        f"17 alphas, {args.folds} folds, float32, median of {args.repeats}"
+    )
+    print(
+        f"{'method':10s} {'median s':>10s} {'v4jax faster':>13s} {'peak MiB':>10s} "
+        f"{'vs v4jax':>10s} {'vs float64':>11s}"
+    )
+    for row in rows:
+        to_v4jax = row.get("prediction_difference_to_v4jax")
+        to_reference = row.get("prediction_error_vs_float64")
+        print(
+            f"{row['method']:10s} {row['median_s']:10.2f} {row['speedup_of_v4jax'] or 0:12.1f}x "
+            f"{row['peak_rss_mib']:10.0f} {'' if to_v4jax is None else f'{to_v4jax:10.2e}':>10s} "
+            f"{'' if to_reference is None else f'{to_reference:11.2e}':>11s}"
+        )
+    print(
+        "(relative norm of test-set prediction differences; scikit-learn picks alphas by "
+        "leave-one-out, so it differs by design)"
+    )
+    summary = {
+        "benchmark": "ridge_cv",
+        "shape": dict(
+            zip(("samples", "features", "targets", "alphas", "folds"), shape, strict=True)
+        ),
+        "repeats": args.repeats,
+        "machine": {
+            "platform": platform.platform(),
+            "processor": platform.processor(),
+            "cpu_count": os.cpu_count(),
+        },
+        "rows": rows,
+        "v4jax_flops": flops,
+    }
+    if "v4jax" in measured:
+        rate = measured["v4jax"]["matmul_flops_per_s"]
+        achieved = flops / v4jax_median
+        summary["matmul_rate_flops_per_s"] = rate
+        summary["v4jax_achieved_flops_per_s"] = achieved
+        summary["fraction_of_matmul_rate"] = achieved / rate
+        print(
+            f"\nv4jax path: {flops / 1e9:.0f} GFLOP, {achieved / 1e9:.1f} GFLOP/s achieved, "
+            f"measured float32 matmul rate {rate / 1e9:.1f} GFLOP/s "
+            f"({100 * achieved / rate:.0f}% of it) on {measured['v4jax']['device']}"
+        )
+    RESULTS.mkdir(exist_ok=True)
+    device = measured.get("v4jax", {}).get("device", "cpu").split(":")[0].replace(" ", "_")
+    name = f"ridge_{device}_{args.samples}x{args.features}x{args.targets}.json"
+    temporary = RESULTS / f".{name}.tmp"
+    temporary.write_text(json.dumps(summary, indent=2))
+    os.replace(temporary, RESULTS / name)
+    print(f"wrote {RESULTS / name}")
+
+
+if __name__ == "__main__":
+    main()
