@@ -2,8 +2,9 @@
 
 Only photographs that ship inside the scikit-image wheel are used (nothing is downloaded).
 Each photograph is converted to grayscale and kept at a few zoom levels; a patch is a random
-128 x 128 crop of a random zoom level, optionally mirrored, shifted to the vim-1 value range
-(about [-0.5, 0.5]).
+128 x 128 crop of a zoom level (drawn in proportion to its number of crop positions),
+optionally mirrored, shifted to the vim-1 value range (about [-0.5, 0.5]). No two patches of
+one call are the same crop.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ PHOTOGRAPHS = (
     "rocket.jpg",
     "retina.jpg",
 )
-ZOOM_SIDES = (1.0, 1.5, 2.0, 3.0, 4.0)
+ZOOM_SIDES = (1.5, 2.0, 3.0, 4.0)
 
 
 def _photograph_dir() -> Path:
@@ -88,16 +89,22 @@ def natural_image_patches(
       float32 array (n_images, patch_size, patch_size) with values in about [-0.5, 0.5].
     """
     levels = photograph_pyramid(patch_size)
-    choice = rng.integers(0, len(levels), size=n_images)
-    rows = rng.random(n_images)
-    columns = rng.random(n_images)
-    mirror = rng.random(n_images) < 0.5
+    rows = np.array([level.shape[0] - patch_size + 1 for level in levels])
+    columns = np.array([level.shape[1] - patch_size + 1 for level in levels])
+    positions = rows * columns
+    crops: dict[tuple[int, int, int, bool], None] = {}
+    while len(crops) < n_images:
+        n_draw = n_images - len(crops)
+        choice = rng.choice(len(levels), size=n_draw, p=positions / positions.sum())
+        tops = (rng.random(n_draw) * rows[choice]).astype(np.int64)
+        lefts = (rng.random(n_draw) * columns[choice]).astype(np.int64)
+        mirrors = rng.random(n_draw) < 0.5
+        drawn = zip(choice.tolist(), tops.tolist(), lefts.tolist(), mirrors.tolist(), strict=True)
+        for crop in drawn:
+            crops.setdefault(crop)
     patches = np.empty((n_images, patch_size, patch_size), dtype=np.float32)
-    for index in range(n_images):
-        level = levels[choice[index]]
-        top = int(rows[index] * (level.shape[0] - patch_size + 1))
-        left = int(columns[index] * (level.shape[1] - patch_size + 1))
-        patch = level[top : top + patch_size, left : left + patch_size]
-        patches[index] = patch[:, ::-1] if mirror[index] else patch
+    for index, (level, top, left, mirror) in enumerate(crops):
+        patch = levels[level][top : top + patch_size, left : left + patch_size]
+        patches[index] = patch[:, ::-1] if mirror else patch
     patches -= np.float32(0.5)
     return patches

@@ -212,13 +212,15 @@ def allocate_roi_counts(n_voxels: int) -> dict[int, int]:
     codes = sorted(fmt.S1_ROI_COUNTS)
     proportions = np.array([fmt.S1_ROI_COUNTS[c] for c in codes], dtype=np.float64)
     proportions /= proportions.sum()
-    minimum = 1 if n_voxels >= len(codes) else 0
-    spare = n_voxels - minimum * len(codes)
-    exact = proportions * spare
+    exact = proportions * n_voxels
     counts = np.floor(exact).astype(np.int64)
     remainder_order = np.argsort(-(exact - counts), kind="stable")
-    counts[remainder_order[: spare - counts.sum()]] += 1
-    return {code: int(count) + minimum for code, count in zip(codes, counts, strict=True)}
+    counts[remainder_order[: n_voxels - counts.sum()]] += 1
+    if n_voxels >= len(codes):
+        for empty in np.flatnonzero(counts == 0):
+            counts[np.argmax(counts)] -= 1
+            counts[empty] = 1
+    return {code: int(count) for code, count in zip(codes, counts, strict=True)}
 
 
 def presentation_sequences(

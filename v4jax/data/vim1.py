@@ -164,12 +164,10 @@ class Vim1Responses:
         names = fmt.subject_vars(self.subject)
         present = [name for name in names if name in self._file]
         if not present:
-            subjects = sorted(
-                {int(m.group(1)) for k in self._file if (m := re.fullmatch(r"dataTrnS(\d+)", k))}
-            )
             raise ValueError(
                 f"{self.path} has no data for subject {self.subject} (no {', '.join(names)}); "
-                f"it holds subject(s) {subjects} and variables {sorted(self._file)}."
+                f"it holds subject(s) {list(_subjects_in(self._file))} and variables "
+                f"{sorted(self._file)}."
             )
         for name in names:
             if name not in self._file or not isinstance(self._file[name], h5py.Dataset):
@@ -258,6 +256,18 @@ def open_responses(data_dir: str | os.PathLike, subject: int = 1) -> Vim1Respons
     """
     subject = check_positive_int(subject, "subject")
     return Vim1Responses(_data_file(data_dir, fmt.RESPONSES_FILE), subject)
+
+
+def list_subjects(data_dir: str | os.PathLike) -> tuple[int, ...]:
+    """Subject numbers with a ``dataTrnS#`` variable in ``<data_dir>/EstimatedResponses.mat``."""
+    path = _data_file(data_dir, fmt.RESPONSES_FILE)
+    with _open_hdf5(path) as handle:
+        return _subjects_in(handle)
+
+
+def _subjects_in(handle: h5py.File) -> tuple[int, ...]:
+    found = (re.fullmatch(r"dataTrnS(\d+)", name) for name in handle)
+    return tuple(sorted(int(match.group(1)) for match in found if match))
 
 
 def load_vim1(
