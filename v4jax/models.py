@@ -189,38 +189,48 @@ def _pool_size(size: int, mode: str) -> int:
     return math.ceil(size / POOL_STRIDE)  # TF "SAME"
 
 
-def output_shapes(variant: str, height: int, width: int) -> dict[str, tuple[int, ...]]:
-    """Per-image output shape of every layer for an (height, width) input, without running it.
+def output_shapes(
+    variant: str, height: int, width: int, layers: Sequence[str] | None = None
+) -> dict[str, tuple[int, ...]]:
+    """Per-image output shapes for an (height, width) input, without running the network.
+
+    Args:
+      variant: ``"torchvision"``, ``"caffe"`` or ``"tfutils"``.
+      height, width: input size in pixels.
+      layers: compute shapes up to the deepest of these (default: every layer).
 
     Returns:
       Layer name -> (H, W, C) for conv/norm/pool layers, (D,) for fc layers; () for fc
       layers this input size cannot reach (caffe/tfutils need their 227/224 input for fc6).
 
     Raises:
-      ValueError: the input is too small for the network (a map would shrink below 1x1).
+      ValueError: the input is too small (a map up to the deepest layer would be empty).
     """
     spec = variant_spec(variant)
+    names = spec.layer_names
+    if layers is not None:
+        names = names[: names.index(deepest_layer(check_layers(layers, variant), variant)) + 1]
     shapes: dict[str, tuple[int, ...]] = {}
     size = [height, width]
     channels = 3
     convs = dict(zip(CONV_LAYERS, spec.convs, strict=True))
-    for name in spec.layer_names:
+    for name in names:
         if name in convs:
             conv = convs[name]
             size = [(s + 2 * conv.padding - conv.kernel) // conv.stride + 1 for s in size]
             channels = conv.features
         elif name.startswith("pool"):
             size = [_pool_size(s, spec.pool_mode) if s >= 1 else 0 for s in size]
+        if min(size) < 1:
+            raise ValueError(
+                f"input {height}x{width} is too small for the {variant!r} AlexNet: {name} would "
+                f"be {size[0]}x{size[1]}; use the variant's input size "
+                f"{spec.input_size}x{spec.input_size} (prepare_images resizes to it)."
+            )
         if name in FC_LAYERS:
             grid = (spec.fc6_grid, spec.fc6_grid) if spec.adaptive_pool else tuple(size)
             fits = grid[0] * grid[1] * channels == spec.fc6_inputs
             shapes[name] = (FC_UNITS[FC_LAYERS.index(name)],) if fits else ()
-        elif min(size) < 1:
-            raise ValueError(
-                f"input {height}x{width} is too small for the {variant!r} AlexNet: {name} would "
-                f"be {size[0]}x{size[1]}; use at least the variant's input size "
-                f"{spec.input_size}x{spec.input_size} (prepare_images resizes to it)."
-            )
         else:
             shapes[name] = (size[0], size[1], channels)
     return shapes
@@ -228,7 +238,7 @@ def output_shapes(variant: str, height: int, width: int) -> dict[str, tuple[int,
 
 def check_input_for_layers(variant: str, height: int, width: int, layers: Sequence[str]) -> None:
     """Raise a ValueError when ``layers`` cannot be computed on an (height, width) input."""
-    shapes = output_shapes(variant, height, width)
+    shapes = output_shapes(variant, height, width, layers)
     spec = variant_spec(variant)
     blocked = [name for name in layers if shapes.get(name) == ()]
     if blocked:
@@ -349,18 +359,41 @@ class AlexNet(nn.Module):
         return outputs
 
 
-def init_params(key: jax.Array, variant: str = "torchvision") -> Params:
-    """Random parameters (Flax default initialisers) of the whole network, from ``key``.
+def param_shapes(variant: str) -> dict[str, dict[str, tuple[int, ...]]]:
+    """Kernel (HWIO conv, (in, out) fc) and bias shapes of every parameterised layer."""
+    spec = variant_spec(variant)
+    shapes: dict[str, dict[str, tuple[int, ...]]] = {}
+    channels = 3
+    for name, conv in zip(CONV_LAYERS, spec.convs, strict=True):
+        kernel = (conv.kernel, conv.kernel, channels // conv.groups, conv.features)
+        shapes[name] = {"kernel": kernel, "bias": (conv.features,)}
+        channels = conv.features
+    inputs = spec.fc6_inputs
+    for name, units in zip(FC_LAYERS, FC_UNITS, strict=True):
+        shapes[name] = {"kernel": (inputs, units), "bias": (units,)}
+        inputs = units
+    return shapes
 
-    Only for tests and demos: features from random weights are not AlexNet features.
+
+def init_params(key: jax.Array, variant: str = "torchvision") -> Params:
+    """Random parameters of the whole network from ``key``, as Flax initialises them.
+
+    Kernels are LeCun-normal (fan-in = kH * kW * in / groups, or the fc input size), biases
+    zero. Only for tests and demos: features from random weights are not AlexNet features.
 
     Returns:
       ``{layer: {"kernel": HWIO or (in, out) array, "bias": (out,) array}}`` in float32.
     """
-    spec = variant_spec(variant)
-    example = jnp.zeros((1, spec.input_size, spec.input_size, 3), jnp.float32)
-    variables = jax.jit(partial(AlexNet(variant).init, layers=("fc8",)))(key, example)
-    return jax.tree.map(lambda a: a.astype(jnp.float32), dict(variables["params"]))
+    shapes = param_shapes(variant)
+    keys = jax.random.split(key, len(shapes))
+    initializer = nn.initializers.lecun_normal()
+    return {
+        name: {
+            "kernel": initializer(layer_key, shape["kernel"], jnp.float32),
+            "bias": jnp.zeros(shape["bias"], jnp.float32),
+        }
+        for layer_key, (name, shape) in zip(keys, shapes.items(), strict=True)
+    }
 
 
 @partial(jax.jit, static_argnames=("variant", "layers"))

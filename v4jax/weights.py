@@ -32,7 +32,7 @@ import numpy as np
 from flax import serialization
 
 from v4jax._io import atomic_write_bytes
-from v4jax.models import CONV_LAYERS, FC_LAYERS, FC_UNITS, VARIANTS, Params, variant_spec
+from v4jax.models import CONV_LAYERS, FC_LAYERS, VARIANTS, Params, param_shapes, variant_spec
 
 TORCHVISION_CONV_INDEX = dict(zip(CONV_LAYERS, (0, 3, 6, 8, 10), strict=True))
 TORCHVISION_FC_INDEX = dict(zip(FC_LAYERS, (1, 4, 6), strict=True))
@@ -41,24 +41,8 @@ TORCH_SUFFIXES = (".pth", ".pt")
 NATIVE_SUFFIX = ".msgpack"
 
 
-def expected_shapes(variant: str) -> dict[str, dict[str, tuple[int, ...]]]:
-    """Kernel and bias shapes of every parameterised layer of ``variant``."""
-    spec = variant_spec(variant)
-    shapes: dict[str, dict[str, tuple[int, ...]]] = {}
-    channels = 3
-    for name, conv in zip(CONV_LAYERS, spec.convs, strict=True):
-        kernel = (conv.kernel, conv.kernel, channels // conv.groups, conv.features)
-        shapes[name] = {"kernel": kernel, "bias": (conv.features,)}
-        channels = conv.features
-    inputs = spec.fc6_inputs
-    for name, units in zip(FC_LAYERS, FC_UNITS, strict=True):
-        shapes[name] = {"kernel": (inputs, units), "bias": (units,)}
-        inputs = units
-    return shapes
-
-
 def _shape_mismatches(params: Params, variant: str) -> list[str]:
-    expected = expected_shapes(variant)
+    expected = param_shapes(variant)
     problems = []
     for layer, entries in params.items():
         for param_name, value in entries.items():
