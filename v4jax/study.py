@@ -1,0 +1,324 @@
+"""The end-to-end V4 study: features -> per-voxel ridge and PLS -> scores -> results file.
+
+The steps mirror the original study and can run separately (the CLI's ``extract``, ``fit`` and
+``report``), each reading the previous step's files:
+
+1. :func:`extract_features`: AlexNet features of all 1,870 stimuli (training then validation),
+   once per arm: ``"plain"`` and ``"retina"`` (retinawarp before the network).
+2. :func:`fit_study`: for each subject and arm, ridge (an alpha per voxel) and per-voxel PLS
+   (a component count per voxel) chosen by cross-validation on the first 1,500 training images;
+   scored on the study's test split (the last 250 training images) and the 120 validation
+   images; the mean response over the ROI is fitted as one more target (the "V4-average"
+   analysis). Everything goes to one HDF5 results file and a JSON summary beside it.
+3. :func:`v4jax.report.make_figures` draws the figures from the results file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import json
+import platform
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+from v4jax._io import atomic_path, atomic_write_text
+from v4jax.data import load_vim1, study_split
+from v4jax.metrics import pearson_columns, r2_columns
+
+ARMS = ("plain", "retina")
+METHODS = ("ridge", "pls")
+DEFAULT_ALPHAS = tuple(float(a) for a in np.logspace(-2, 6, 17))
+DEFAULT_COMPONENTS = tuple(range(1, 26))
+HYPERPARAMETER_NAMES = {"ridge": "alpha", "pls": "n_components"}
+
+
+@dataclasses.dataclass(frozen=True)
+class FitSettings:
+    """What :func:`fit_study` fits.
+
+    Attributes:
+      methods: subset of ("ridge", "pls").
+      alphas: ridge grid. n_components: PLS grid.
+      cv: folds over the fitting images (int: contiguous folds).
+      layer: feature layer name in the features files.
+      n_test: the last ``n_test`` training images form the test split (the study: 250).
+    """
+
+    methods: tuple[str, ...] = METHODS
+    alphas: tuple[float, ...] = DEFAULT_ALPHAS
+    n_components: tuple[int, ...] = DEFAULT_COMPONENTS
+    cv: int = 5
+    layer: str = "conv3"
+    n_test: int = 250
+
+
+def features_path(out_dir: str | Path, arm: str, variant: str) -> Path:
+    """Where :func:`extract_features` writes one arm's features."""
+    return Path(out_dir) / f"features_{variant}_{arm}.h5"
+
+
+def retina_transform(variant: str, input_size: int = 128) -> Callable[[Any], Any]:
+    """The retina arm's transform: retinawarp of the stimuli straight to the network's size.
+
+    The original study warped each 500 px stimulus to 224 px, the network's input; for the
+    128 px vim-1 stimuli the same idea warps 128 px to the variant's input size.
+    """
+    from v4jax.models import variant_spec
+    from v4jax.retina import RetinaWarp
+
+    return RetinaWarp(output_size=variant_spec(variant).input_size, input_size=input_size)
+
+
+def load_stimuli(data_dir: str | Path) -> np.ndarray:
+    """(1870, 128, 128) training then validation stimuli of a vim-1 directory."""
+    from v4jax.data.vim1 import _load_stimuli
+
+    stim_train, stim_val = _load_stimuli(data_dir)
+    return np.concatenate([stim_train, stim_val])
+
+
+def extract_features(
+    data_dir: str | Path,
+    out_dir: str | Path,
+    *,
+    layers: Sequence[str] = ("conv3",),
+    arms: Sequence[str] = ARMS,
+    variant: str = "torchvision",
+    weights: str | Path | None = None,
+    batch_size: int = 64,
+    seed: int = 0,
+    progress: bool = True,
+) -> dict[str, Path]:
+    """Extract AlexNet features of every stimulus, per arm, into HDF5 files (resumable).
+
+    Returns:
+      arm -> features file path.
+    """
+    from v4jax.features import extract_to_hdf5
+
+    unknown = sorted(set(arms) - set(ARMS))
+    if unknown:
+        raise ValueError(f"unknown arm(s) {unknown}; choose from {list(ARMS)}.")
+    images = load_stimuli(data_dir)
+    written = {}
+    for arm in arms:
+        path = features_path(out_dir, arm, variant)
+        if path.exists():
+            written[arm] = path
+            continue
+        transform = retina_transform(variant, images.shape[1]) if arm == "retina" else None
+        written[arm] = extract_to_hdf5(
+            images,
+            path,
+            layers=tuple(layers),
+            params=weights,
+            variant=variant,
+            batch_size=batch_size,
+            transform=transform,
+            seed=seed,
+            progress=progress,
+        )
+    return written
+
+
+def read_features(path: str | Path, layer: str) -> np.ndarray:
+    """(n_images, n_features) float32 design of one layer of a features file."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"features file {path} does not exist; run `v4jax extract` first.")
+    with h5py.File(path, "r") as handle:
+        if layer not in handle:
+            raise ValueError(
+                f"{path} has no layer {layer!r} (it has {sorted(handle.keys())}); extract it "
+                "with `v4jax extract --layers ...`."
+            )
+        values = handle[layer][...]
+    return values.reshape(values.shape[0], -1).astype(np.float32, copy=False)
+
+
+def fit_study(
+    data_dir: str | Path,
+    features: dict[str, str | Path],
+    results_path: str | Path,
+    *,
+    subjects: Sequence[int] = (1,),
+    roi: Any = "V4",
+    settings: FitSettings = FitSettings(),
+    config: dict[str, Any] | None = None,
+    progress: bool = True,
+) -> Path:
+    """Fit every (subject, arm, method), score it and write the results file atomically.
+
+    Args:
+      data_dir: vim-1 directory (real or synthetic).
+      features: arm -> features file (from :func:`extract_features`).
+      results_path: HDF5 results file to write (a JSON summary goes beside it).
+      subjects: subject numbers. roi: ROI name, code or list (as :func:`load_vim1`).
+      settings: methods and grids.
+      config: extra configuration recorded in the file.
+
+    Returns:
+      The results file path.
+    """
+    unknown = sorted(set(settings.methods) - set(METHODS))
+    if unknown:
+        raise ValueError(f"unknown method(s) {unknown}; choose from {list(METHODS)}.")
+    designs = {arm: read_features(path, settings.layer) for arm, path in features.items()}
+    results_path = Path(results_path)
+    summary_rows = []
+    with atomic_path(results_path) as temporary, h5py.File(temporary, "w") as handle:
+        _write_run_attributes(handle, data_dir, features, subjects, roi, settings, config)
+        for subject in subjects:
+            data = load_vim1(data_dir, subject=subject, roi=roi)
+            n_train, n_val = data.resp_train.shape[0], data.resp_val.shape[0]
+            split = study_split(n_train, n_val, settings.n_test)
+            for arm, design in designs.items():
+                if design.shape[0] != n_train + n_val:
+                    raise ValueError(
+                        f"the {arm} features hold {design.shape[0]} images but the data has "
+                        f"{n_train} + {n_val}; re-run `v4jax extract` on this data directory."
+                    )
+            group = handle.create_group(f"S{subject}")
+            _write_subject_header(group, data, data_dir, roi, split)
+            for arm, design in designs.items():
+                for method in settings.methods:
+                    rows = _fit_one(group, design, data, split, arm, method, settings, progress)
+                    summary_rows.append({"subject": subject, "arm": arm, **rows})
+    atomic_write_text(results_path.with_suffix(".json"), json.dumps(summary_rows, indent=2))
+    return results_path
+
+
+def _fit_one(
+    group: h5py.Group,
+    design: np.ndarray,
+    data: Any,
+    split: Any,
+    arm: str,
+    method: str,
+    settings: FitSettings,
+    progress: bool,
+) -> dict[str, Any]:
+    responses = np.concatenate([data.resp_train, data.resp_val])
+    # The ROI-average response is fitted as one more target, with its own hyperparameter.
+    targets = np.column_stack([responses, responses.mean(axis=1)])
+    fit_rows, test_rows = split.fit, split.test
+    val_rows = data.resp_train.shape[0] + split.validation
+    X_fit, Y_fit = design[fit_rows], targets[fit_rows]
+    if method == "ridge":
+        from v4jax.ridge import ridge_cv
+
+        result = ridge_cv(X_fit, Y_fit, settings.alphas, cv=settings.cv, progress=progress)
+        grid, best = np.asarray(settings.alphas), np.asarray(result.best_alphas)
+        best_index = np.asarray(result.best_alpha_index)
+    else:
+        from v4jax.pls import pls1_cv
+
+        result = pls1_cv(X_fit, Y_fit, settings.n_components, cv=settings.cv)
+        grid, best = np.asarray(result.n_components), np.asarray(result.best_n_components)
+        best_index = np.searchsorted(grid, best)
+    coef, intercept = np.asarray(result.coef), np.asarray(result.intercept)
+    predictions = {
+        "test": design[test_rows] @ coef + intercept,
+        "val": design[val_rows] @ coef + intercept,
+    }
+    truth = {"test": targets[test_rows], "val": targets[val_rows]}
+    scores = {
+        f"{part}_{name}": np.asarray(function(truth[part], predictions[part]))
+        for part in ("test", "val")
+        for name, function in (("r", pearson_columns), ("r2", r2_columns))
+    }
+    out = group.require_group(arm).create_group(method)
+    out.attrs["hyperparameter_name"] = HYPERPARAMETER_NAMES[method]
+    out["grid"] = grid
+    out["cv_scores"] = np.asarray(result.cv_scores)[:, :-1]
+    out["best_hyperparameter"] = best[:-1]
+    out["on_edge"] = np.isin(best_index[:-1], [0, grid.size - 1])
+    for name, values in scores.items():
+        out[name] = values[:-1].astype(np.float64)
+    out["pred_test"] = predictions["test"][:, :-1].astype(np.float32)
+    out["pred_val"] = predictions["val"][:, :-1].astype(np.float32)
+    average = out.create_group("roi_average")
+    average.attrs["best_hyperparameter"] = float(best[-1])
+    for name, values in scores.items():
+        average.attrs[name] = float(values[-1])
+    average["pred_val"] = predictions["val"][:, -1].astype(np.float32)
+    average["true_val"] = truth["val"][:, -1].astype(np.float32)
+    return {
+        "method": method,
+        "n_voxels": int(coef.shape[1] - 1),
+        "median_val_r": float(np.median(scores["val_r"][:-1])),
+        "median_test_r": float(np.median(scores["test_r"][:-1])),
+        "roi_average_val_r2": float(scores["val_r2"][-1]),
+        "fraction_on_grid_edge": float(np.mean(out["on_edge"][...])),
+    }
+
+
+def _write_subject_header(
+    group: h5py.Group, data: Any, data_dir: str | Path, roi: Any, split: Any
+) -> None:
+    group.attrs["roi"] = json.dumps(roi) if not isinstance(roi, str) else roi
+    group.attrs["n_voxels"] = int(data.resp_train.shape[1])
+    voxels = group.create_group("voxels")
+    voxels["voxel_index"] = np.asarray(data.voxel_index)
+    voxels["roi_codes"] = np.asarray(data.roi_codes)
+    truth = _ground_truth(data_dir, data.subject, np.asarray(data.voxel_index))
+    for name, values in truth.items():
+        voxels[name] = values
+    responses = np.concatenate([data.resp_train, data.resp_val])
+    group["truth/test"] = responses[split.test]
+    group["truth/val"] = responses[data.resp_train.shape[0] + split.validation]
+
+
+def _ground_truth(data_dir: str | Path, subject: int, voxel_index: np.ndarray) -> dict:
+    """Noise ceiling and signal mask of the selected voxels, when the data is synthetic."""
+    from v4jax.data._format import GROUND_TRUTH_FILE
+
+    path = Path(data_dir) / GROUND_TRUTH_FILE
+    if not path.exists():
+        return {}
+    with h5py.File(path, "r") as handle:
+        group = handle[f"S{subject}"]
+        order = np.searchsorted(group["voxel_index"][...], voxel_index)
+        return {
+            "noise_ceiling_r": group["noise_ceiling_r"][...][order],
+            "signal_mask": group["signal_mask"][...][order],
+        }
+
+
+def _write_run_attributes(
+    handle: h5py.File,
+    data_dir: str | Path,
+    features: dict[str, str | Path],
+    subjects: Sequence[int],
+    roi: Any,
+    settings: FitSettings,
+    config: dict[str, Any] | None,
+) -> None:
+    import jax
+
+    from v4jax import __version__
+
+    run = {
+        "data_dir": str(data_dir),
+        "features": {arm: str(path) for arm, path in features.items()},
+        "subjects": list(subjects),
+        "roi": roi,
+        "settings": dataclasses.asdict(settings),
+        **(config or {}),
+    }
+    versions = {
+        "v4jax": __version__,
+        "jax": jax.__version__,
+        "numpy": np.__version__,
+        "h5py": h5py.__version__,
+        "python": platform.python_version(),
+        "device": str(jax.devices()[0]),
+    }
+    handle.attrs["config"] = json.dumps(run)
+    handle.attrs["versions"] = json.dumps(versions)
+    handle.attrs["created"] = datetime.datetime.now(datetime.UTC).isoformat()
