@@ -300,6 +300,7 @@ def load_vim1(
     codes = roi_codes_for(roi)
     with open_responses(data_dir, subject) as responses:
         selected = responses.columns_for(codes)
+        stim_train, stim_val = _load_full_res(data_dir) if full_res else _load_stimuli(data_dir)
         train_blocks, val_blocks, kept_blocks, valid_blocks = [], [], [], []
         for columns, train, val in responses.iter_voxel_blocks(selected, block_voxels):
             valid = np.isfinite(train).all(axis=0) & np.isfinite(val).all(axis=0)
@@ -327,7 +328,6 @@ def load_vim1(
             f"every selected voxel of subject {subject} has a NaN response; use "
             "nan_policy='mask' to keep them."
         )
-    stim_train, stim_val = _load_full_res(data_dir) if full_res else _load_stimuli(data_dir)
     for name, images, n in (("train", stim_train, n_train), ("val", stim_val, n_val)):
         if images.shape[0] != n:
             raise ValueError(
@@ -437,7 +437,7 @@ def _load_stimuli(data_dir: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
                 f"{path}: variable {name!r} has shape {array.shape} and dtype {array.dtype}; "
                 "expected numeric images (n_images, 128, 128)."
             )
-        images.append(array.astype(np.float32))
+        images.append(array.astype(np.float32, copy=False))
     return images[0], images[1]
 
 
