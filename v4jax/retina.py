@@ -78,7 +78,7 @@ import numpy as np
 from jax.scipy.ndimage import map_coordinates
 from scipy.optimize import brentq
 
-from v4jax._validation import check_all_finite, check_choice, check_positive_int, compute_dtype
+from v4jax._validation import check_choice, check_positive_int, compute_dtype
 
 MAX_RATIO = 10.0
 RHO_F_BRACKET = (0.01, 5.0)
@@ -440,6 +440,17 @@ def _check_images(images: Any) -> jax.Array | np.ndarray:
     return images
 
 
+def _check_finite_pixels(images: np.ndarray | jax.Array) -> None:
+    xp = jnp if isinstance(images, jax.Array) else np
+    finite = xp.isfinite(images)
+    if not bool(xp.all(finite)):
+        bad = np.argwhere(~np.asarray(finite))
+        raise ValueError(
+            f"images contains {bad.shape[0]} NaN or inf pixel(s) (first at index "
+            f"{tuple(int(i) for i in bad[0])}); fix or drop those images before warping."
+        )
+
+
 def _check_fill(fill_value: Any, dtype: np.dtype) -> float:
     if isinstance(fill_value, bool) or not isinstance(fill_value, (int, float, np.number)):
         raise TypeError(f"fill_value must be a number, got {fill_value!r}.")
@@ -549,7 +560,7 @@ def retina_warp(
         and np.dtype(images.dtype).kind == "f"
         and not isinstance(images, jax.core.Tracer)
     ):
-        check_all_finite(images, "images")
+        _check_finite_pixels(images)
     stacked = jnp.reshape(jnp.asarray(images), (-1, *spatial, n_channels))
     size = grid.output_size
     if mode == "nearest":
