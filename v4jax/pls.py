@@ -1,0 +1,1038 @@
+"""Partial least squares regression: multi-target PLS2 and per-voxel PLS1 over a component grid.
+
+PLS2 (:func:`pls2_fit`, :func:`pls2_cv`) follows scikit-learn's ``PLSRegression`` definition
+exactly: NIPALS with its power-iteration inner loop (same start, update, stopping rule and
+``max_iter``), regression-mode deflation of X and Y, the ``svd_flip`` sign convention on the X
+weights, and ``coef = W (PᵀW)⁻¹ Qᵀ`` rescaled to the original units.
+
+* primal (n_features <= n_samples): the algorithm on the centred (scaled) design itself.
+* dual / kernel (n_features > n_samples): the same iterations in sample space. Every X weight
+  is ``w = X_kᵀ a`` for a sample-space vector ``a``, the deflated design is ``X_k = D_k X`` with
+  ``D_k`` projecting out the earlier scores, so the whole loop only needs the (n, n) kernel
+  ``K_k = X_k X_kᵀ`` (deflated as ``D K D``); the weights and loadings ``W = Xᵀ A``,
+  ``P = Xᵀ T diag(1/tᵀt)`` are formed once at the end, streaming feature blocks. The sign of a
+  component does not change later components, so the ``svd_flip`` signs are applied then.
+
+PLS1 (:func:`pls1_path`, :func:`pls1_cv`) fits an independent single-target PLS to every
+target (voxel), all at once. For one target, NIPALS-PLS1 is a Krylov recursion: with the
+response residual ``r_k`` (``r_1 = y``), the weight is ``w_k ∝ Xᵀ r_k``, the raw score is
+``s_k = X w_k``, the score ``t_k`` is ``s_k`` orthogonalised against the earlier scores, and
+``r_{k+1} = r_k - t_k (t_kᵀ r_k) / t_kᵀ t_k``. Stacking ``S = Q R`` (``Q`` orthonormal scores,
+``R`` upper triangular, built by Gram-Schmidt, applied twice for float32 stability), the test
+prediction with k components is ``ȳ + Σ_{j<=k} (X_test W R⁻¹)_j (Qᵀ y)_j``: every component
+count comes from the same recursion, as cumulative sums. The targets run as the columns of
+batched matrix products (``Xᵀ r`` and ``X w``, or ``K r`` on the kernel path, where the fold's
+kernel is computed once and shared by every batch), in batches with bounded memory.
+
+Components whose score vanishes (the response residual is already zero, or the design has no
+rank left, e.g. ``n_components >= n_samples``) are set to zero with a warning instead of
+dividing by zero, so nothing turns into NaN; scikit-learn stops early in the same situation.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import warnings
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.scipy.linalg import solve_triangular
+from sklearn.exceptions import ConvergenceWarning
+from tqdm.auto import tqdm
+
+from v4jax import _validation
+from v4jax.cv import make_folds
+from v4jax.metrics import SCORES, score_columns
+
+SOLVERS = ("auto", "primal", "dual")
+DEFAULT_TARGET_BATCH = 512
+DEFAULT_FEATURE_BLOCK = 8192
+# Squared norms below FLOOR * eps² times the reference squared norm count as rounding noise.
+_VANISHING_FLOOR = 1e4
+
+
+@dataclasses.dataclass(frozen=True)
+class PLS2Result:
+    """Result of :func:`pls2_fit` (attributes named as scikit-learn's ``PLSRegression``).
+
+    Attributes:
+      x_weights: (n_features, n_components). y_weights: (n_targets, n_components).
+      x_loadings: (n_features, n_components). y_loadings: (n_targets, n_components).
+      x_scores: (n_samples, n_components). y_scores: (n_samples, n_components).
+      x_rotations: (n_features, n_components) ``W (PᵀW)⁻¹``, maps standardised X to scores.
+      coef: (n_features, n_targets) coefficients in the original units.
+      intercept: (n_targets,) so that ``prediction = X @ coef + intercept`` (scikit-learn
+        instead stores ``y_mean`` as ``intercept_`` and subtracts ``x_mean`` inside predict;
+        the predictions are the same).
+      x_mean, x_std: (n_features,). y_mean, y_std: (n_targets,). Stds are 1 unless ``scale``.
+      n_iter: (n_components,) power-method iterations per component (0 for a dropped one).
+      n_active: components actually fitted (fewer than asked when the residual vanished).
+      solver: "primal" or "dual".
+    """
+
+    x_weights: jax.Array
+    y_weights: jax.Array
+    x_loadings: jax.Array
+    y_loadings: jax.Array
+    x_scores: jax.Array
+    y_scores: jax.Array
+    x_rotations: jax.Array
+    coef: jax.Array
+    intercept: jax.Array
+    x_mean: jax.Array
+    x_std: jax.Array
+    y_mean: jax.Array
+    y_std: jax.Array
+    n_iter: jax.Array
+    n_active: int
+    solver: str
+
+
+@dataclasses.dataclass(frozen=True)
+class PLS2CVResult:
+    """Result of :func:`pls2_cv`.
+
+    Attributes:
+      cv_scores: (n_grid, n_targets) held-out score per component count, averaged over folds.
+      n_components: (n_grid,) the grid, sorted.
+      best_n_components: the count with the best score averaged over targets (PLS2 shares its
+        components between targets, so there is one count).
+      fit: :class:`PLS2Result` refitted on all samples with ``best_n_components``.
+      score: "r2" or "pearson".
+    """
+
+    cv_scores: jax.Array
+    n_components: np.ndarray
+    best_n_components: int
+    fit: PLS2Result
+    score: str
+
+
+@dataclasses.dataclass(frozen=True)
+class PLS1CVResult:
+    """Result of :func:`pls1_cv`.
+
+    Attributes:
+      best_n_components: (n_targets,) the count with the best mean held-out score, per target.
+      cv_scores: (n_grid, n_targets) held-out score averaged over folds.
+      coef: (n_features, n_targets) refitted on all samples with each target's own count.
+      intercept: (n_targets,) so that ``prediction = X @ coef + intercept``.
+      n_components: (n_grid,) the grid, sorted.
+      best_index: (n_targets,) index of each target's count in ``n_components``.
+      solver: "primal" or "dual". score: "r2" or "pearson".
+    """
+
+    best_n_components: jax.Array
+    cv_scores: jax.Array
+    coef: jax.Array
+    intercept: jax.Array
+    n_components: np.ndarray
+    best_index: jax.Array
+    solver: str
+    score: str
+
+
+# -- public API ---------------------------------------------------------------------------------
+
+
+def pls2_fit(
+    X: Any,
+    Y: Any,
+    n_components: int,
+    *,
+    scale: bool = False,
+    max_iter: int = 500,
+    tol: float = 1e-6,
+    solver: str = "auto",
+    feature_block_size: int = DEFAULT_FEATURE_BLOCK,
+) -> PLS2Result:
+    """Multi-target PLS regression, equal to scikit-learn's ``PLSRegression``.
+
+    Args:
+      X: (n_samples, n_features) design (numpy stays on the host on the dual path and is
+        streamed to the device in feature blocks).
+      Y: (n_samples, n_targets) or (n_samples,) responses.
+      n_components: number of components, 1 <= n_components <= min(n_samples, n_features).
+      scale: divide X and Y columns by their standard deviation (ddof=1), as scikit-learn.
+      max_iter, tol: power-method limits, as scikit-learn (stop when ``‖w - w_old‖² < tol``).
+      solver: "auto" (dual when n_features > n_samples), "primal" or "dual".
+      feature_block_size: features per block when streaming X on the dual path.
+
+    Returns:
+      :class:`PLS2Result`; float32, or float64 when JAX x64 is on and inputs are float64.
+
+    Example:
+      >>> result = pls2_fit(X, Y, 25)
+      >>> prediction = X_new @ result.coef + result.intercept
+    """
+    X, Y, dtype, solver = _check_pls_inputs(X, Y, solver)
+    n_samples, n_features = X.shape
+    limit = min(n_samples, n_features)
+    n_components = _check_component_count(
+        n_components, limit, f"min(n_samples, n_features) = {limit}"
+    )
+    max_iter = _validation.check_positive_int(max_iter, "max_iter")
+    tol = _check_tolerance(tol)
+    everything = np.arange(n_samples)
+    x_mean, x_std = _column_moments(X, everything, scale, dtype, feature_block_size)
+    Y_device = jnp.asarray(Y, dtype=dtype)
+    y_mean, y_std = _column_moments(Y_device, everything, scale, dtype, Y.shape[1])
+    Y_standard = (Y_device - y_mean) / y_std
+    if solver == "primal":
+        X_standard = (jnp.asarray(X, dtype=dtype) - x_mean) / x_std
+        fit, weights, loadings = _pls2_primal(X_standard, Y_standard, n_components, max_iter, tol)
+    else:
+        kernel = _standardised_gram(X, x_mean, x_std, dtype, feature_block_size)
+        fit = _pls2_dual(kernel, Y_standard, n_components, max_iter, tol)
+        products = _standardised_transpose_product(
+            X,
+            jnp.concatenate([fit.weights, fit.x_scores], axis=1),
+            x_mean,
+            x_std,
+            dtype,
+            feature_block_size,
+        )
+        weights = products[:, :n_components]
+        loadings = products[:, n_components:] / _safe_square_norms(fit.x_scores)
+        signs = _svd_flip_signs(weights)
+        fit = _flip(fit, signs)
+        weights, loadings = weights * signs, loadings * signs
+    n_active = int(jnp.sum(fit.active))
+    _warn_dropped_components(n_active, n_components, "PLS2")
+    _warn_unconverged(fit.n_iter, max_iter)
+    rotations = weights @ _inverse_unit_triangle(loadings.T @ weights, fit.active)
+    coef = (rotations @ fit.y_loadings.T) * y_std / x_std.T
+    return PLS2Result(
+        x_weights=weights,
+        y_weights=fit.y_weights,
+        x_loadings=loadings,
+        y_loadings=fit.y_loadings,
+        x_scores=fit.x_scores,
+        y_scores=fit.y_scores,
+        x_rotations=rotations,
+        coef=coef,
+        intercept=y_mean[0] - x_mean[0] @ coef,
+        x_mean=x_mean[0],
+        x_std=x_std[0],
+        y_mean=y_mean[0],
+        y_std=y_std[0],
+        n_iter=fit.n_iter,
+        n_active=n_active,
+        solver=solver,
+    )
+
+
+def pls2_cv(
+    X: Any,
+    Y: Any,
+    n_components: Any,
+    *,
+    cv: Any = 5,
+    score: str = "r2",
+    scale: bool = False,
+    max_iter: int = 500,
+    tol: float = 1e-6,
+    solver: str = "auto",
+    feature_block_size: int = DEFAULT_FEATURE_BLOCK,
+    progress: bool = False,
+) -> PLS2CVResult:
+    """Cross-validated PLS2: every component count of the grid scored from one fit per fold.
+
+    PLS2 with k components is the first k components of a fit with more (NIPALS is
+    sequential, and the rotations ``W (PᵀW)⁻¹`` are nested because ``PᵀW`` is upper
+    triangular), so each fold fits ``max(n_components)`` components once.
+
+    Args:
+      X: (n_samples, n_features). Y: (n_samples, n_targets) or (n_samples,).
+      n_components: grid of component counts (an int K means 1..K).
+      cv: int (contiguous folds), scikit-learn splitter, or list of (train, test) indices.
+      score: "r2" or "pearson". scale, max_iter, tol, solver, feature_block_size: as
+        :func:`pls2_fit`. progress: progress bar over folds.
+
+    Returns:
+      :class:`PLS2CVResult` with ``cv_scores`` (n_grid, n_targets) and the refit at the count
+      with the best score averaged over targets.
+    """
+    X, Y, dtype, solver = _check_pls_inputs(X, Y, solver)
+    _validation.check_choice(score, "score", SCORES)
+    grid = _check_grid(n_components)
+    folds = make_folds(cv, X.shape[0])
+    n_components_max = _check_grid_against_folds(grid, folds, X.shape[1])
+    max_iter = _validation.check_positive_int(max_iter, "max_iter")
+    tol = _check_tolerance(tol)
+    Y_device = jnp.asarray(Y, dtype=dtype)
+    shared_gram = _shared_gram(X, solver, scale, dtype, feature_block_size)
+    fold_scores = []
+    for train, test in tqdm(folds, desc="PLS2 folds", disable=not progress):
+        design = _fold_design(X, train, test, scale, solver, dtype, feature_block_size, shared_gram)
+        Y_train = Y_device[train]
+        y_mean, y_std = _column_moments(Y_train, np.arange(len(train)), scale, dtype, Y.shape[1])
+        Y_standard = (Y_train - y_mean) / y_std
+        if solver == "primal":
+            fit, weights, loadings = _pls2_primal(
+                design.train, Y_standard, n_components_max, max_iter, tol
+            )
+            test_scores = design.test @ (
+                weights @ _inverse_unit_triangle(loadings.T @ weights, fit.active)
+            )
+        else:
+            fit = _pls2_dual(design.train, Y_standard, n_components_max, max_iter, tol)
+            cross = (fit.x_scores.T @ design.train @ fit.weights) / _safe_square_norms(
+                fit.x_scores
+            ).T
+            test_scores = design.test @ fit.weights @ _inverse_unit_triangle(cross, fit.active)
+        predictions = _cumulative_predictions(test_scores, fit.y_loadings * y_std.T, y_mean)
+        fold_scores.append(score_columns(Y_device[test], predictions[grid - 1], score))
+    cv_scores = jnp.mean(jnp.stack(fold_scores), axis=0)
+    best = int(grid[int(jnp.argmax(jnp.mean(cv_scores, axis=1)))])
+    fit = pls2_fit(
+        X,
+        Y,
+        best,
+        scale=scale,
+        max_iter=max_iter,
+        tol=tol,
+        solver=solver,
+        feature_block_size=feature_block_size,
+    )
+    return PLS2CVResult(
+        cv_scores=cv_scores, n_components=grid, best_n_components=best, fit=fit, score=score
+    )
+
+
+def pls1_path(
+    X_train: Any,
+    Y_train: Any,
+    X_test: Any,
+    n_components: Any,
+    *,
+    scale: bool = False,
+    solver: str = "auto",
+) -> jax.Array:
+    """Held-out predictions of an independent PLS1 per target, for every component count.
+
+    Equal to fitting scikit-learn's ``PLSRegression(n_components=k, scale=scale)`` on each
+    target column alone, for every k of the grid, from one Krylov recursion.
+
+    Args:
+      X_train: (n_train, n_features). Y_train: (n_train, n_targets) or (n_train,).
+      X_test: (n_test, n_features).
+      n_components: grid of component counts (an int K means 1..K).
+      scale: standardise X on the training set (the response scale does not change PLS1).
+      solver: "auto" (kernel form when n_features > n_train), "primal" or "dual".
+
+    Returns:
+      (n_grid, n_test, n_targets) predictions.
+    """
+    X_train, Y_train, dtype, solver = _check_pls_inputs(
+        X_train, Y_train, solver, ("X_train", "Y_train")
+    )
+    X_test = _validation.as_2d_float(X_test, "X_test")
+    if X_test.shape[1] != X_train.shape[1]:
+        raise ValueError(
+            f"X_test has {X_test.shape[1]} features but X_train has {X_train.shape[1]}."
+        )
+    dtype = _validation.compute_dtype(X_train, Y_train, X_test)
+    grid = _check_grid(n_components)
+    n_train = X_train.shape[0]
+    limit = min(n_train, X_train.shape[1])
+    n_components_max = _check_component_count(
+        int(grid.max()), limit, f"min(n_train, n_features) = {limit}"
+    )
+    stacked = np.concatenate([np.asarray(X_train), np.asarray(X_test)])
+    train, test = np.arange(n_train), np.arange(n_train, stacked.shape[0])
+    shared_gram = _shared_gram(stacked, solver, scale, dtype, DEFAULT_FEATURE_BLOCK)
+    design = _fold_design(
+        stacked, train, test, scale, solver, dtype, DEFAULT_FEATURE_BLOCK, shared_gram
+    )
+    Y_train = jnp.asarray(Y_train, dtype=dtype)
+    predictions = _pls1_predictions(design, Y_train, n_components_max, solver == "dual")
+    return predictions[grid - 1]
+
+
+def pls1_cv(
+    X: Any,
+    Y: Any,
+    n_components: Any = 25,
+    *,
+    cv: Any = 5,
+    score: str = "r2",
+    scale: bool = False,
+    solver: str = "auto",
+    target_batch_size: int | None = DEFAULT_TARGET_BATCH,
+    feature_block_size: int = DEFAULT_FEATURE_BLOCK,
+    progress: bool | None = None,
+) -> PLS1CVResult:
+    """Cross-validated PLS1 per target: one single-target PLS per voxel, count chosen per voxel.
+
+    Each fold runs one batched Krylov recursion to ``max(n_components)`` components; every count
+    of the grid is scored from it. The fold kernels (dual path) or standardised designs (primal
+    path) are computed once and shared by all target batches. The refit on all samples uses each
+    target's own best count.
+
+    Args:
+      X: (n_samples, n_features) design (numpy stays on the host on the dual path and is
+        streamed to the device in feature blocks).
+      Y: (n_samples, n_targets) or (n_samples,) responses.
+      n_components: grid of component counts (an int K means 1..K), each at most
+        min(smallest training fold, n_features).
+      cv: int (contiguous folds, no shuffling), scikit-learn splitter, or list of (train, test).
+      score: "r2" or "pearson", the held-out score that selects the count.
+      scale: standardise X per training set, as scikit-learn's ``scale=True`` (X and Y are always
+        centred, as in scikit-learn).
+      solver: "auto" (kernel form when n_features > n_samples), "primal" or "dual".
+      target_batch_size: targets per batch (bounds memory); None for all at once.
+      feature_block_size: features per block when building kernels and coefficients.
+      progress: progress bar over target batches (default: when there is more than one).
+
+    Returns:
+      :class:`PLS1CVResult`.
+
+    Example:
+      >>> result = pls1_cv(X, Y, range(1, 26), cv=5)
+      >>> result.best_n_components.shape, result.coef.shape
+      ((n_targets,), (n_features, n_targets))
+    """
+    X, Y, dtype, solver = _check_pls_inputs(X, Y, solver)
+    _validation.check_choice(score, "score", SCORES)
+    target_batch_size = _validation.check_positive_int(
+        target_batch_size, "target_batch_size", allow_none=True
+    )
+    feature_block_size = _validation.check_positive_int(feature_block_size, "feature_block_size")
+    grid = _check_grid(n_components)
+    n_samples, n_features = X.shape
+    n_targets = Y.shape[1]
+    folds = make_folds(cv, n_samples)
+    n_components_max = _check_grid_against_folds(grid, folds, n_features)
+    dual = solver == "dual"
+    shared_gram = _shared_gram(X, solver, scale, dtype, feature_block_size)
+    designs = [
+        _fold_design(X, train, test, scale, solver, dtype, feature_block_size, shared_gram)
+        for train, test in folds
+    ]
+    everything = np.arange(n_samples)
+    x_mean, x_std = _column_moments(X, everything, scale, dtype, feature_block_size)
+    full = _fold_design(
+        X, everything, everything[:1], scale, solver, dtype, feature_block_size, shared_gram
+    )
+    grid_index = jnp.asarray(grid - 1)
+
+    batch = n_targets if target_batch_size is None else min(target_batch_size, n_targets)
+    n_batches = -(-n_targets // batch)
+    padded = jnp.zeros((n_samples, n_batches * batch), dtype=dtype)
+    padded = padded.at[:, :n_targets].set(jnp.asarray(Y, dtype=dtype))
+    show = progress if progress is not None else n_batches > 1
+    score_parts, index_parts, coef_parts, intercept_parts = [], [], [], []
+    for number in tqdm(range(n_batches), desc="PLS1 target batches", disable=not show):
+        Y_batch = padded[:, number * batch : (number + 1) * batch]
+        fold_scores = [
+            _pls1_fold_scores(
+                design, Y_batch[train], Y_batch[test], grid_index, n_components_max, dual, score
+            )
+            for design, (train, test) in zip(designs, folds, strict=True)
+        ]
+        mean_scores = jnp.mean(jnp.stack(fold_scores), axis=0)
+        best_index = jnp.argmax(mean_scores, axis=0)
+        basis_coef, y_mean = _pls1_refit(
+            full.train, Y_batch, jnp.asarray(grid)[best_index], n_components_max, dual
+        )
+        if dual:
+            coef = _standardised_transpose_product(
+                X, basis_coef, x_mean, x_std, dtype, feature_block_size
+            )
+        else:
+            coef = basis_coef
+        coef = coef / x_std.T
+        score_parts.append(mean_scores)
+        index_parts.append(best_index)
+        coef_parts.append(coef)
+        intercept_parts.append(y_mean - x_mean[0] @ coef)
+
+    best_index = jnp.concatenate(index_parts)[:n_targets]
+    return PLS1CVResult(
+        best_n_components=jnp.asarray(grid)[best_index],
+        cv_scores=jnp.concatenate(score_parts, axis=1)[:, :n_targets],
+        coef=jnp.concatenate(coef_parts, axis=1)[:, :n_targets],
+        intercept=jnp.concatenate(intercept_parts)[:n_targets],
+        n_components=grid,
+        best_index=best_index,
+        solver=solver,
+        score=score,
+    )
+
+
+# -- PLS2 NIPALS cores ----------------------------------------------------------------------------
+
+
+class _PLS2Components(NamedTuple):
+    """Per-component outputs of a NIPALS fit (columns: components).
+
+    ``weights`` is (n_features, K) X weights on the primal path, and (n_samples, K) sample-space
+    vectors ``A`` with ``W = Xᵀ A`` on the dual path (signs not yet flipped there).
+    """
+
+    weights: jax.Array
+    x_scores: jax.Array
+    y_weights: jax.Array
+    y_scores: jax.Array
+    y_loadings: jax.Array
+    n_iter: jax.Array
+    active: jax.Array
+
+
+def _prepare_residual(Y: jax.Array, eps: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """scikit-learn's start: zero near-zero columns, start from the first non-constant one."""
+    Y = jnp.where(jnp.all(jnp.abs(Y) < 10 * eps, axis=0), 0.0, Y)
+    usable = jnp.any(jnp.abs(Y) > eps, axis=0)
+    alive = jnp.any(usable)
+    start = jnp.where(alive, Y[:, jnp.argmax(usable)], 1.0)
+    return Y, start, alive
+
+
+def _safe(values: jax.Array) -> jax.Array:
+    return jnp.where(values != 0, values, 1.0)
+
+
+def _y_step(Y: jax.Array, scores: jax.Array, eps: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Y weights from X scores and the next Y score, as scikit-learn's power method."""
+    y_weights = Y.T @ scores / _safe(scores @ scores)
+    return y_weights, Y @ y_weights / (y_weights @ y_weights + eps)
+
+
+@functools.partial(jax.jit, static_argnames="n_components")
+def _pls2_dual(
+    kernel: jax.Array, Y: jax.Array, n_components: int, max_iter: int, tol: float
+) -> _PLS2Components:
+    """NIPALS on the (n, n) kernel of the standardised design; ``w_k = X_kᵀ a_k``."""
+    n_samples, n_targets = Y.shape
+    eps = jnp.finfo(Y.dtype).eps
+    floor = _VANISHING_FLOOR * eps**2 * jnp.trace(kernel)
+    outputs = _empty_components(n_samples, n_samples, n_targets, n_components, Y.dtype)
+
+    def component(k, carry):
+        K, Y_k, alive, out = carry
+        Y_k, start, y_alive = _prepare_residual(Y_k, eps)
+
+        def power_step(state):
+            iteration, _, u, a_old, _, _, _ = state
+            uu = u @ u
+            Ku = K @ u
+            factor = 1.0 / (uu * (jnp.sqrt(jnp.maximum(u @ Ku, 0.0)) / uu + eps))
+            a, scores = u * factor, Ku * factor
+            y_weights, u = _y_step(Y_k, scores, eps)
+            change = a - a_old
+            converged = (n_targets == 1) | ((iteration > 0) & (change @ (K @ change) < tol))
+            return iteration + 1, converged, u, a, a, scores, y_weights
+
+        zeros_n = jnp.zeros(n_samples, Y.dtype)
+        state = (0, False, start, zeros_n, zeros_n, zeros_n, jnp.zeros(n_targets, Y.dtype))
+        iteration, _, _, _, a, scores, y_weights = jax.lax.while_loop(
+            lambda s: (~s[1]) & (s[0] < max_iter), power_step, state
+        )
+        squared = scores @ scores
+        active = alive & y_alive & (squared > floor)
+        a, scores, y_weights = (jnp.where(active, v, 0.0) for v in (a, scores, y_weights))
+        squared = jnp.where(active, squared, 1.0)
+        y_scores = Y_k @ y_weights / _safe(y_weights @ y_weights)
+        y_loadings = Y_k.T @ scores / squared
+        kernel_scores = K @ scores
+        K = (
+            K
+            - jnp.outer(scores, kernel_scores) / squared
+            - jnp.outer(kernel_scores, scores) / squared
+            + jnp.outer(scores, scores) * (scores @ kernel_scores) / squared**2
+        )
+        Y_k = Y_k - jnp.outer(scores, y_loadings)
+        out = _store_component(
+            out,
+            k,
+            a,
+            scores,
+            y_weights,
+            y_scores,
+            y_loadings,
+            jnp.where(active, iteration, 0),
+            active,
+        )
+        return K, Y_k, active, out
+
+    _, _, _, outputs = jax.lax.fori_loop(
+        0, n_components, component, (kernel, Y, jnp.array(True), outputs)
+    )
+    return outputs
+
+
+@functools.partial(jax.jit, static_argnames="n_components")
+def _pls2_primal(
+    X: jax.Array, Y: jax.Array, n_components: int, max_iter: int, tol: float
+) -> tuple[_PLS2Components, jax.Array, jax.Array]:
+    """scikit-learn's NIPALS on the standardised design; returns components, W and P."""
+    n_samples, n_features = X.shape
+    n_targets = Y.shape[1]
+    eps = jnp.finfo(Y.dtype).eps
+    floor = _VANISHING_FLOOR * eps**2 * jnp.sum(X**2)
+    outputs = _empty_components(n_features, n_samples, n_targets, n_components, Y.dtype)
+    loadings = jnp.zeros((n_features, n_components), Y.dtype)
+
+    def component(k, carry):
+        X_k, Y_k, alive, out, loadings = carry
+        Y_k, start, y_alive = _prepare_residual(Y_k, eps)
+
+        def power_step(state):
+            iteration, _, u, w_old, _, _, _ = state
+            w = X_k.T @ u / (u @ u)
+            w = w / (jnp.sqrt(w @ w) + eps)
+            scores = X_k @ w
+            y_weights, u = _y_step(Y_k, scores, eps)
+            change = w - w_old
+            converged = (n_targets == 1) | (change @ change < tol)
+            return iteration + 1, converged, u, w, w, scores, y_weights
+
+        w_old = jnp.full(n_features, 100.0, Y.dtype)
+        state = (
+            0,
+            False,
+            start,
+            w_old,
+            w_old,
+            jnp.zeros(n_samples, Y.dtype),
+            jnp.zeros(n_targets, Y.dtype),
+        )
+        iteration, _, _, _, w, scores, y_weights = jax.lax.while_loop(
+            lambda s: (~s[1]) & (s[0] < max_iter), power_step, state
+        )
+        squared = scores @ scores
+        active = alive & y_alive & (squared > floor)
+        sign = _svd_flip_signs(w[:, None])[0]
+        w, scores, y_weights = (jnp.where(active, v * sign, 0.0) for v in (w, scores, y_weights))
+        squared = jnp.where(active, squared, 1.0)
+        y_scores = Y_k @ y_weights / _safe(y_weights @ y_weights)
+        x_loadings = X_k.T @ scores / squared
+        y_loadings = Y_k.T @ scores / squared
+        X_k = X_k - jnp.outer(scores, x_loadings)
+        Y_k = Y_k - jnp.outer(scores, y_loadings)
+        out = _store_component(
+            out,
+            k,
+            w,
+            scores,
+            y_weights,
+            y_scores,
+            y_loadings,
+            jnp.where(active, iteration, 0),
+            active,
+        )
+        return X_k, Y_k, active, out, loadings.at[:, k].set(x_loadings)
+
+    _, _, _, outputs, loadings = jax.lax.fori_loop(
+        0, n_components, component, (X, Y, jnp.array(True), outputs, loadings)
+    )
+    return outputs, outputs.weights, loadings
+
+
+def _empty_components(
+    n_weight_rows: int, n_samples: int, n_targets: int, n_components: int, dtype: Any
+) -> _PLS2Components:
+    return _PLS2Components(
+        weights=jnp.zeros((n_weight_rows, n_components), dtype),
+        x_scores=jnp.zeros((n_samples, n_components), dtype),
+        y_weights=jnp.zeros((n_targets, n_components), dtype),
+        y_scores=jnp.zeros((n_samples, n_components), dtype),
+        y_loadings=jnp.zeros((n_targets, n_components), dtype),
+        n_iter=jnp.zeros(n_components, jnp.int32),
+        active=jnp.zeros(n_components, bool),
+    )
+
+
+def _store_component(out: _PLS2Components, k: Any, *columns: jax.Array) -> _PLS2Components:
+    return _PLS2Components(
+        *(
+            stored.at[..., k].set(jnp.asarray(column, stored.dtype))
+            for stored, column in zip(out, columns, strict=True)
+        )
+    )
+
+
+def _svd_flip_signs(weights: jax.Array) -> jax.Array:
+    """(K,) sign of each column's largest-magnitude entry (scikit-learn's ``_svd_flip_1d``)."""
+    largest = jnp.argmax(jnp.abs(weights), axis=0)
+    signs = jnp.sign(weights[largest, jnp.arange(weights.shape[1])])
+    return jnp.where(signs == 0, 1.0, signs).astype(weights.dtype)
+
+
+def _flip(fit: _PLS2Components, signs: jax.Array) -> _PLS2Components:
+    return fit._replace(
+        weights=fit.weights * signs,
+        x_scores=fit.x_scores * signs,
+        y_weights=fit.y_weights * signs,
+        y_scores=fit.y_scores * signs,
+        y_loadings=fit.y_loadings * signs,
+    )
+
+
+def _safe_square_norms(columns: jax.Array) -> jax.Array:
+    """(1, K) squared column norms, 1 where a column is zero (a dropped component)."""
+    return _safe(jnp.sum(columns**2, axis=0, keepdims=True))
+
+
+def _inverse_unit_triangle(cross: jax.Array, active: jax.Array) -> jax.Array:
+    """Inverse of ``PᵀW`` (upper triangular, unit diagonal for fitted components).
+
+    Dropped components get an identity row and column (their W and P columns are zero), which
+    is what the pseudo-inverse scikit-learn uses gives them.
+    """
+    both = active[:, None] & active[None, :]
+    upper = jnp.triu(jnp.where(both, cross, 0.0)) + jnp.diag(jnp.where(active, 0.0, 1.0))
+    return solve_triangular(upper, jnp.eye(upper.shape[0], dtype=upper.dtype), lower=False)
+
+
+def _cumulative_predictions(
+    test_scores: jax.Array, y_loadings: jax.Array, y_mean: jax.Array
+) -> jax.Array:
+    """(K, n_test, n_targets) predictions with 1..K components: cumulative rank-one terms."""
+    terms = test_scores.T[:, :, None] * y_loadings.T[:, None, :]
+    return jnp.cumsum(terms, axis=0) + y_mean
+
+
+# -- PLS1 batched Krylov recursion ----------------------------------------------------------------
+
+
+class _FoldDesign(NamedTuple):
+    """A training/test pair of designs, standardised on the training set.
+
+    Primal: ``train`` (n_train, n_features) and ``test`` (n_test, n_features).
+    Dual: ``train`` the (n_train, n_train) kernel and ``test`` the (n_test, n_train) kernel.
+    """
+
+    train: jax.Array
+    test: jax.Array
+
+
+class _Krylov(NamedTuple):
+    """One batched PLS1 recursion.
+
+    basis: (K, m, b) unit X weights (primal, m = n_features) or sample vectors ``a`` with
+      ``w = Xᵀ a`` (dual, m = n_train). inverse: (b, K, K) inverse of the upper triangular R
+      with ``S = Q R``. projections: (K, b) ``Qᵀ y``. y_mean: (b,).
+    """
+
+    basis: jax.Array
+    inverse: jax.Array
+    projections: jax.Array
+    y_mean: jax.Array
+
+
+def _pls1_recursion(train: jax.Array, Y: jax.Array, n_components: int, dual: bool) -> _Krylov:
+    """Batched NIPALS-PLS1 (one independent PLS per column of Y) as a Krylov recursion."""
+    n_samples, n_targets = Y.shape
+    dtype = Y.dtype
+    eps = jnp.finfo(dtype).eps
+    y_mean = jnp.mean(Y, axis=0)
+    residual = Y - y_mean
+    y_power = jnp.sum(residual**2, axis=0)
+    trace = jnp.trace(train) if dual else jnp.sum(train**2)
+    basis_rows = n_samples if dual else train.shape[1]
+    scores = jnp.zeros((n_components, n_samples, n_targets), dtype)
+    basis = jnp.zeros((n_components, basis_rows, n_targets), dtype)
+    triangle = jnp.zeros((n_components, n_components, n_targets), dtype)
+    projections = jnp.zeros((n_components, n_targets), dtype)
+
+    def orthogonalise(vectors, scores):
+        coefficients = jnp.einsum("knb,nb->kb", scores, vectors)
+        return vectors - jnp.einsum("knb,kb->nb", scores, coefficients), coefficients
+
+    def step(k, carry):
+        residual, scores, basis, triangle, projections = carry
+        residual_power = jnp.sum(residual**2, axis=0)
+        if dual:
+            direction = residual
+            raw = train @ residual
+            weight_power = jnp.sum(residual * raw, axis=0)
+        else:
+            direction = train.T @ residual
+            weight_power = jnp.sum(direction**2, axis=0)
+        usable = (residual_power > _VANISHING_FLOOR * eps**2 * y_power) & (
+            weight_power > _VANISHING_FLOOR * eps**2 * trace * residual_power
+        )
+        inverse_norm = jnp.where(usable, jax.lax.rsqrt(jnp.where(usable, weight_power, 1.0)), 0.0)
+        direction = direction * inverse_norm
+        raw = raw * inverse_norm if dual else train @ direction
+        raw_power = jnp.sum(raw**2, axis=0)
+        orthogonal, first = orthogonalise(raw, scores)
+        orthogonal, second = orthogonalise(orthogonal, scores)
+        score_power = jnp.sum(orthogonal**2, axis=0)
+        usable = usable & (score_power > _VANISHING_FLOOR * eps**2 * raw_power)
+        score_norm = jnp.sqrt(jnp.where(usable, score_power, 1.0))
+        unit_score = jnp.where(usable, orthogonal / score_norm, 0.0)
+        column = jnp.where(usable, first + second, 0.0)
+        column = column + jax.nn.one_hot(k, n_components, dtype=dtype)[:, None] * score_norm
+        scores = scores.at[k].set(unit_score)
+        residual, coefficients = orthogonalise(residual, scores)
+        return (
+            residual,
+            scores,
+            basis.at[k].set(jnp.where(usable, direction, 0.0)),
+            triangle.at[:, k].set(column),
+            projections.at[k].set(coefficients[k]),
+        )
+
+    carry = (residual, scores, basis, triangle, projections)
+    _, _, basis, triangle, projections = jax.lax.fori_loop(0, n_components, step, carry)
+    identity = jnp.eye(n_components, dtype=dtype)
+    inverse = jax.vmap(lambda upper: solve_triangular(upper, identity, lower=False))(
+        jnp.moveaxis(triangle, -1, 0)
+    )
+    return _Krylov(basis, inverse, projections, y_mean)
+
+
+def _pls1_design_predictions(test: jax.Array, krylov: _Krylov) -> jax.Array:
+    """(K, n_test, b) predictions with 1..K components."""
+    test_basis = jnp.einsum("mr,krb->kmb", test, krylov.basis)
+    test_scores = jnp.einsum("kmb,bkj->jmb", test_basis, krylov.inverse)
+    return jnp.cumsum(test_scores * krylov.projections[:, None, :], axis=0) + krylov.y_mean
+
+
+@functools.partial(jax.jit, static_argnames=("n_components", "dual"))
+def _pls1_predictions(
+    design: _FoldDesign, Y_train: jax.Array, n_components: int, dual: bool
+) -> jax.Array:
+    krylov = _pls1_recursion(design.train, Y_train, n_components, dual)
+    return _pls1_design_predictions(design.test, krylov)
+
+
+@functools.partial(jax.jit, static_argnames=("n_components", "dual", "score"))
+def _pls1_fold_scores(
+    design: _FoldDesign,
+    Y_train: jax.Array,
+    Y_test: jax.Array,
+    grid_index: jax.Array,
+    n_components: int,
+    dual: bool,
+    score: str,
+) -> jax.Array:
+    """(n_grid, b) held-out score of every count of the grid on one fold."""
+    predictions = _pls1_predictions(design, Y_train, n_components, dual)
+    return score_columns(Y_test, predictions[grid_index], score)
+
+
+@functools.partial(jax.jit, static_argnames=("n_components", "dual"))
+def _pls1_refit(
+    train: jax.Array, Y: jax.Array, counts: jax.Array, n_components: int, dual: bool
+) -> tuple[jax.Array, jax.Array]:
+    """Coefficients in the basis space (m, b) with each target's count, and the Y means."""
+    krylov = _pls1_recursion(train, Y, n_components, dual)
+    kept = jnp.arange(n_components)[:, None] < counts[None, :]
+    coefficients = jnp.einsum("bkj,jb->kb", krylov.inverse, krylov.projections * kept)
+    return jnp.einsum("kmb,kb->mb", krylov.basis, coefficients), krylov.y_mean
+
+
+# -- designs, kernels and moments, streaming feature blocks -------------------------------------
+
+
+def _column_moments(
+    X: Any, rows: np.ndarray, scale: bool, dtype: np.dtype, block: int
+) -> tuple[jax.Array, jax.Array]:
+    """(1, n_columns) mean and standard deviation (ddof=1; 1 without ``scale``) over ``rows``.
+
+    A column whose deviation is at rounding level (constant) gets a standard deviation of 1, as
+    scikit-learn gives exactly constant columns.
+    """
+    rows = jnp.asarray(rows)
+    means, stds = [], []
+    for start in range(0, X.shape[1], block):
+        X_block = jnp.asarray(X[:, start : start + block], dtype=dtype)
+        mean, std = _block_moments(X_block, rows, scale)
+        means.append(mean)
+        stds.append(std)
+    return jnp.concatenate(means, axis=1), jnp.concatenate(stds, axis=1)
+
+
+@functools.partial(jax.jit, static_argnames="scale")
+def _block_moments(X_block: jax.Array, rows: jax.Array, scale: bool) -> tuple[jax.Array, jax.Array]:
+    values = X_block[rows]
+    mean = jnp.mean(values, axis=0, keepdims=True)
+    if not scale:
+        return mean, jnp.ones_like(mean)
+    n_rows = values.shape[0]
+    std = jnp.sqrt(jnp.sum((values - mean) ** 2, axis=0, keepdims=True) / max(n_rows - 1, 1))
+    eps = jnp.finfo(values.dtype).eps
+    constant = std <= 10 * np.sqrt(n_rows) * eps * jnp.max(jnp.abs(values), axis=0, keepdims=True)
+    return mean, jnp.where(constant, 1.0, std)
+
+
+def _standardised_gram(
+    X: Any, mean: jax.Array, std: jax.Array, dtype: np.dtype, block: int
+) -> jax.Array:
+    """(n_samples, n_samples) kernel of ``(X - mean) / std``, streaming feature blocks."""
+    n_samples = X.shape[0]
+    gram = jnp.zeros((n_samples, n_samples), dtype=dtype)
+    for start in range(0, X.shape[1], block):
+        X_block = jnp.asarray(X[:, start : start + block], dtype=dtype)
+        stop = start + X_block.shape[1]
+        gram = _accumulate_gram(gram, X_block, mean[:, start:stop], std[:, start:stop])
+    return gram
+
+
+@functools.partial(jax.jit, donate_argnums=0)
+def _accumulate_gram(
+    gram: jax.Array, X_block: jax.Array, mean_block: jax.Array, std_block: jax.Array
+) -> jax.Array:
+    standard = (X_block - mean_block) / std_block
+    return gram + standard @ standard.T
+
+
+def _standardised_transpose_product(
+    X: Any, M: jax.Array, mean: jax.Array, std: jax.Array, dtype: np.dtype, block: int
+) -> jax.Array:
+    """(n_features, m) ``((X - mean) / std)ᵀ M`` for M (n_samples, m), streaming feature blocks."""
+    blocks = []
+    for start in range(0, X.shape[1], block):
+        X_block = jnp.asarray(X[:, start : start + block], dtype=dtype)
+        stop = start + X_block.shape[1]
+        blocks.append(_transpose_product(X_block, M, mean[:, start:stop], std[:, start:stop]))
+    return jnp.concatenate(blocks)
+
+
+@jax.jit
+def _transpose_product(
+    X_block: jax.Array, M: jax.Array, mean_block: jax.Array, std_block: jax.Array
+) -> jax.Array:
+    return ((X_block - mean_block) / std_block).T @ M
+
+
+def _shared_gram(X: Any, solver: str, scale: bool, dtype: np.dtype, block: int) -> jax.Array | None:
+    """The kernel every fold re-centres (dual path without scaling), or None."""
+    if solver != "dual" or scale:
+        return None
+    mean, std = _column_moments(X, np.arange(X.shape[0]), False, dtype, block)
+    return _standardised_gram(X, mean, std, dtype, block)
+
+
+def _fold_design(
+    X: Any,
+    train: np.ndarray,
+    test: np.ndarray,
+    scale: bool,
+    solver: str,
+    dtype: np.dtype,
+    block: int,
+    shared_gram: jax.Array | None,
+) -> _FoldDesign:
+    """Designs of one fold, centred (and scaled) on its training samples."""
+    if solver == "primal":
+        X_device = jnp.asarray(X, dtype=dtype)
+        mean, std = _column_moments(X_device, train, scale, dtype, X.shape[1])
+        return _FoldDesign((X_device[train] - mean) / std, (X_device[test] - mean) / std)
+    gram = shared_gram
+    if gram is None:
+        mean, std = _column_moments(X, train, scale, dtype, block)
+        gram = _standardised_gram(X, mean, std, dtype, block)
+    return _recentred_kernels(gram, jnp.asarray(train), jnp.asarray(test))
+
+
+@jax.jit
+def _recentred_kernels(gram: jax.Array, train: jax.Array, test: jax.Array) -> _FoldDesign:
+    """Training and test kernels centred on the training mean m, from kernel entries only.
+
+    (x_i - m)·(x_j - m) = k_ij - x_i·m - x_j·m + m·m, with x_i·m = mean over training j of k_ij.
+    """
+    kernel = gram[train][:, train]
+    test_kernel = gram[test][:, train]
+    train_dot_mean = jnp.mean(kernel, axis=1)
+    mean_dot_mean = jnp.mean(train_dot_mean)
+    kernel = kernel - train_dot_mean[:, None] - train_dot_mean[None, :] + mean_dot_mean
+    test_dot_mean = jnp.mean(test_kernel, axis=1)
+    test_kernel = test_kernel - test_dot_mean[:, None] - train_dot_mean[None, :] + mean_dot_mean
+    return _FoldDesign(kernel, test_kernel)
+
+
+# -- checks and warnings ------------------------------------------------------------------------
+
+
+def _check_pls_inputs(
+    X: Any, Y: Any, solver: str, names: tuple[str, str] = ("X", "Y")
+) -> tuple[Any, Any, np.dtype, str]:
+    X = _validation.as_2d_float(X, names[0])
+    Y = _validation.as_2d_float(Y, names[1], allow_1d=True)
+    _validation.check_same_samples(X, Y, names)
+    _validation.check_choice(solver, "solver", SOLVERS)
+    if X.shape[0] < 2:
+        raise ValueError(
+            f"{names[0]} has {X.shape[0]} sample; PLS needs at least 2 samples to centre the data."
+        )
+    if solver == "auto":
+        solver = "dual" if X.shape[1] > X.shape[0] else "primal"
+    return X, Y, _validation.compute_dtype(X, Y), solver
+
+
+def _check_component_count(value: Any, limit: int, description: str) -> int:
+    count = _validation.check_positive_int(value, "n_components")
+    if count > limit:
+        raise ValueError(
+            f"n_components={count} exceeds {description}: PLS cannot extract more components "
+            "than there are samples or features. Reduce n_components."
+        )
+    return count
+
+
+def _check_grid(n_components: Any) -> np.ndarray:
+    """Sorted unique (n_grid,) int64 component counts; an int K means 1..K."""
+    if isinstance(n_components, (int, np.integer)) and not isinstance(n_components, bool):
+        count = _validation.check_positive_int(n_components, "n_components")
+        return np.arange(1, count + 1)
+    values = np.atleast_1d(
+        np.asarray(list(n_components) if isinstance(n_components, range) else n_components)
+    )
+    if (
+        values.ndim != 1
+        or values.size == 0
+        or values.dtype.kind not in "iuf"
+        or not np.all(np.isfinite(values))
+        or np.any(values != np.round(values))
+        or np.any(values < 1)
+    ):
+        raise ValueError(
+            f"n_components must be a positive int or a 1-D grid of positive ints, got "
+            f"{n_components!r}; for example range(1, 26)."
+        )
+    return np.unique(values.astype(np.int64))
+
+
+def _check_grid_against_folds(grid: np.ndarray, folds: list, n_features: int) -> int:
+    smallest = min(len(train) for train, _ in folds)
+    return _check_component_count(
+        int(grid.max()),
+        min(smallest, n_features),
+        f"min(smallest training fold = {smallest} samples, n_features = {n_features})",
+    )
+
+
+def _check_tolerance(tol: Any) -> float:
+    if isinstance(tol, bool) or not isinstance(tol, (int, float, np.floating, np.integer)):
+        raise ValueError(f"tol must be a non-negative number, got {tol!r}.")
+    if not np.isfinite(tol) or tol < 0:
+        raise ValueError(f"tol must be a finite non-negative number, got {tol!r}.")
+    return float(tol)
+
+
+def _warn_dropped_components(n_active: int, n_components: int, name: str) -> None:
+    if n_active < n_components:
+        warnings.warn(
+            f"{name}: only {n_active} of {n_components} components could be fitted (the Y "
+            "residual or the X residual vanished, e.g. n_components >= the rank of the centred "
+            "X); the others are set to zero.",
+            stacklevel=3,
+        )
+
+
+def _warn_unconverged(n_iter: jax.Array, max_iter: int) -> None:
+    if bool(jnp.any(n_iter >= max_iter)):
+        warnings.warn(
+            f"PLS2 power method reached max_iter={max_iter} for some component; increase "
+            "max_iter or tol.",
+            ConvergenceWarning,
+            stacklevel=3,
+        )
