@@ -222,7 +222,7 @@ SPEC_SIZES = {
 
 @pytest.mark.parametrize(("variant", "size"), list(SPEC_SIZES))
 def test_layer_sizes_follow_the_spec(variant, size):
-    params = jax.eval_shape(lambda: init_params(jax.random.key(0), variant))
+    params = jax.eval_shape(lambda: init_params(jax.random.key(0), variant))  # shapes only
     images = jax.ShapeDtypeStruct((2, size, size, 3), jnp.float32)
     names = VARIANTS[variant].layer_names
     traced = jax.eval_shape(
@@ -239,7 +239,7 @@ def test_layer_sizes_follow_the_spec(variant, size):
 
 
 def test_only_layers_up_to_the_deepest_requested_are_computed():
-    full = init_params(jax.random.key(1), "torchvision")
+    full = init_params(jax.random.key(1), "torchvision")  # every layer, fc8 included
     images = np.random.default_rng(4).standard_normal((2, 224, 224, 3)).astype(np.float32)
     shallow = {name: full[name] for name in ("conv1", "conv2", "conv3")}
     from_shallow = apply_alexnet(shallow, images, ("pool1", "conv3"))
@@ -264,18 +264,21 @@ def test_adaptive_avg_pool_matches_torch_bins():
     assert relative_error(pooled[0], reference) < 1e-12
 
 
-def test_init_params_is_deterministic_and_float32():
-    first = init_params(jax.random.key(7), "caffe")
-    second = init_params(jax.random.key(7), "caffe")
-    other = init_params(jax.random.key(8), "caffe")
+def test_init_params_is_deterministic_float32_and_lecun_scaled():
+    first = init_params(jax.random.key(7), "caffe", "conv3")
+    second = init_params(jax.random.key(7), "caffe", "pool2")
+    other = init_params(jax.random.key(8), "caffe", "conv3")
+    assert set(first) == {"conv1", "conv2", "conv3"} and set(second) == {"conv1", "conv2"}
     assert first["conv2"]["kernel"].shape == (5, 5, 48, 256)
     assert first["conv2"]["kernel"].dtype == jnp.float32
-    np.testing.assert_array_equal(first["conv3"]["kernel"], second["conv3"]["kernel"])
+    np.testing.assert_array_equal(first["conv2"]["kernel"], second["conv2"]["kernel"])
     assert not np.array_equal(first["conv3"]["kernel"], other["conv3"]["kernel"])
+    fan_in = 5 * 5 * 48
+    assert np.std(first["conv2"]["kernel"]) == pytest.approx(fan_in**-0.5, rel=0.02)
 
 
 def test_bad_requests_get_clear_errors():
-    params = init_params(jax.random.key(0), "tfutils")
+    params = init_params(jax.random.key(0), "tfutils", "conv3")
     images = np.zeros((1, 224, 224, 3), np.float32)
     with pytest.raises(ValueError, match="unknown layer"):
         apply_alexnet(params, images, ("conv6",), "tfutils")

@@ -119,12 +119,16 @@ def transform_name(transform: Callable[[Any], Any] | None) -> str:
 
 
 def resolve_params(
-    params: Params | str | os.PathLike | None, variant: str, seed: int
+    params: Params | str | os.PathLike | None,
+    variant: str,
+    seed: int,
+    layers: Sequence[str] = ("fc8",),
 ) -> tuple[Params, str]:
     """(checked parameter tree, description for provenance) from any accepted ``params``.
 
-    ``None`` gives random weights from ``seed`` (with a :class:`RandomWeightsWarning`); a path is
-    read with :func:`v4jax.weights.load_weights`; a tree is checked for ``variant``.
+    ``None`` gives random weights from ``seed`` for the layers up to ``layers`` (with a
+    :class:`RandomWeightsWarning`); a path is read with :func:`v4jax.weights.load_weights`; a
+    tree is checked for ``variant``.
     """
     if params is None:
         warnings.warn(
@@ -134,7 +138,8 @@ def resolve_params(
             RandomWeightsWarning,
             stacklevel=4,
         )
-        return init_params(jax.random.key(seed), variant), f"random-init seed={seed}"
+        tree = init_params(jax.random.key(seed), variant, layers)
+        return tree, f"random-init seed={seed}"
     if isinstance(params, (str, os.PathLike)):
         path = Path(params)
         tree = load_weights(path, variant)
@@ -170,7 +175,7 @@ def _make_plan(
         example = images[:1] if transform is None else transform(images[:1])
         height, width = check_images(example, "transform(images)")[1:3]
     check_input_for_layers(variant, height, width, layers)
-    tree, weights = resolve_params(params, variant, seed)
+    tree, weights = resolve_params(params, variant, seed, layers)
     missing = [name for name in layers_needed(layers, variant) if name not in tree]
     if missing:
         raise ValueError(

@@ -375,25 +375,34 @@ def param_shapes(variant: str) -> dict[str, dict[str, tuple[int, ...]]]:
     return shapes
 
 
-def init_params(key: jax.Array, variant: str = "torchvision") -> Params:
-    """Random parameters of the whole network from ``key``, as Flax initialises them.
+def init_params(
+    key: jax.Array, variant: str = "torchvision", layers: Sequence[str] | str = ("fc8",)
+) -> Params:
+    """Random parameters from ``key``, for the layers a forward pass to ``layers`` needs.
 
-    Kernels are LeCun-normal (fan-in = kH * kW * in / groups, or the fc input size), biases
-    zero. Only for tests and demos: features from random weights are not AlexNet features.
+    Kernels are normal with variance 1 / fan-in (fan-in = kH * kW * in / groups, or the fc
+    input size; Flax's LeCun-normal scale), biases zero. Each layer's key is ``key`` folded
+    with the layer's position, so a layer's weights do not depend on ``layers``. Only for
+    tests and demos: features from random weights are not AlexNet features.
 
     Returns:
-      ``{layer: {"kernel": HWIO or (in, out) array, "bias": (out,) array}}`` in float32.
+      ``{layer: {"kernel": HWIO or (in, out) array, "bias": (out,) array}}`` in float32; by
+      default every layer up to ``fc8``.
     """
     shapes = param_shapes(variant)
-    keys = jax.random.split(key, len(shapes))
-    initializer = nn.initializers.lecun_normal()
-    return {
-        name: {
-            "kernel": initializer(layer_key, shape["kernel"], jnp.float32),
+    needed = layers_needed(check_layers(layers, variant), variant)
+    params = {}
+    for position, (name, shape) in enumerate(shapes.items()):
+        if name not in needed:
+            continue
+        kernel_shape = shape["kernel"]
+        scale = 1.0 / math.sqrt(math.prod(kernel_shape[:-1]))
+        noise = jax.random.normal(jax.random.fold_in(key, position), kernel_shape, jnp.float32)
+        params[name] = {
+            "kernel": noise * jnp.float32(scale),
             "bias": jnp.zeros(shape["bias"], jnp.float32),
         }
-        for layer_key, (name, shape) in zip(keys, shapes.items(), strict=True)
-    }
+    return params
 
 
 @partial(jax.jit, static_argnames=("variant", "layers"))
