@@ -15,6 +15,7 @@ import numpy as np
 
 DEMO_VOXELS_PER_SUBJECT = 2000
 DEMO_SUBJECTS = (1, 2)
+STUDY_TEST_FRACTION = 250 / 1750
 
 
 class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
@@ -101,6 +102,8 @@ def _demo(arguments: argparse.Namespace) -> int:
 
         make_synthetic_vim1(
             data_dir,
+            n_train=arguments.n_train,
+            n_val=arguments.n_val,
             n_voxels=arguments.voxels,
             subjects=DEMO_SUBJECTS,
             signal_rois=(6,),
@@ -129,7 +132,7 @@ def _demo(arguments: argparse.Namespace) -> int:
         work / "results.h5",
         subjects=subjects,
         roi="V4",
-        settings=study.FitSettings(),
+        settings=study.FitSettings(n_test=round(STUDY_TEST_FRACTION * arguments.n_train)),
         config={"command": "demo", "synthetic": arguments.data_dir is None},
         progress=not arguments.quiet,
     )
@@ -264,6 +267,10 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--voxels", type=int, default=DEMO_VOXELS_PER_SUBJECT, help="synthetic voxels/subject"
     )
+    demo.add_argument(
+        "--n-train", type=int, default=1750, help="synthetic training images (quick runs: fewer)"
+    )
+    demo.add_argument("--n-val", type=int, default=120, help="synthetic validation images")
     demo.add_argument("--seed", type=int, default=0, help="seed of data and random weights")
     demo.add_argument("--quiet", action="store_true", help="no progress bars")
     demo.set_defaults(handler=_demo)

@@ -1,0 +1,122 @@
+"""The end-to-end study: a reduced `v4jax demo` and the CLI's handling of bad arguments."""
+
+import json
+import subprocess
+import sys
+
+import h5py
+import numpy as np
+import pytest
+
+from v4jax.cli import main
+
+REDUCED_DEMO = ["--n-train", "350", "--n-val", "60", "--voxels", "900", "--quiet"]
+
+
+@pytest.fixture(scope="module")
+def demo_dir(tmp_path_factory):
+    work = tmp_path_factory.mktemp("demo")
+    assert main(["demo", "--workdir", str(work), *REDUCED_DEMO]) == 0
+    return work
+
+
+def test_reduced_demo_writes_results_summary_and_figures(demo_dir):
+    results = demo_dir / "results.h5"
+    assert results.exists()
+    summary = json.loads((demo_dir / "results.json").read_text())
+    assert {(row["subject"], row["arm"], row["method"]) for row in summary} == {
+        (subject, arm, method)
+        for subject in (1, 2)
+        for arm in ("plain", "retina")
+        for method in ("ridge", "pls")
+    }
+    figures = sorted((demo_dir / "figures").glob("*.png"))
+    assert len(figures) >= 5
+    for figure in figures:
+        assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert figure.with_suffix(".pdf").read_bytes()[:4] == b"%PDF"
+    with h5py.File(results) as handle:
+        config = json.loads(handle.attrs["config"])
+        assert config["command"] == "demo"
+        assert "jax" in json.loads(handle.attrs["versions"])
+
+
+@pytest.mark.parametrize("method", ["ridge", "pls"])
+def test_fitted_scores_respect_the_known_ground_truth(demo_dir, method):
+    with h5py.File(demo_dir / "results.h5") as handle:
+        for subject in (1, 2):
+            group = handle[f"S{subject}"]
+            ceiling = group["voxels/noise_ceiling_r"][...]
+            signal = group["voxels/signal_mask"][...]
+            assert signal.sum() >= 10 and (~signal).sum() >= 5
+            fitted = group[f"plain/{method}"]
+            val_r = fitted["val_r"][...]
+            truth = group["truth/val"][...]
+            prediction = fitted["pred_val"][...]
+            recomputed = [np.corrcoef(truth[:, v], prediction[:, v])[0, 1] for v in range(3)]
+            np.testing.assert_allclose(val_r[:3], recomputed, rtol=1e-4)
+            assert np.median(val_r[signal]) > 0.2
+            assert np.median(val_r[signal] / ceiling[signal]) < 1.0
+            assert abs(np.median(val_r[~signal])) < 0.1
+            grid = fitted["grid"][...]
+            assert np.isin(fitted["best_hyperparameter"][...], grid).all()
+
+
+def test_signal_voxels_reach_most_of_the_noise_ceiling(demo_dir):
+    with h5py.File(demo_dir / "results.h5") as handle:
+        group = handle["S1"]
+        signal = group["voxels/signal_mask"][...]
+        ceiling = group["voxels/noise_ceiling_r"][...]
+        ratio = np.median(group["plain/ridge/val_r"][...][signal] / ceiling[signal])
+    assert ratio >= 0.6
+
+
+def run_cli(*arguments):
+    return subprocess.run(
+        [sys.executable, "-m", "v4jax.cli", *arguments], capture_output=True, text=True
+    )
+
+
+def test_missing_data_dir_exits_with_one_clear_message(tmp_path):
+    completed = run_cli("fit", "--data-dir", str(tmp_path / "absent"), "--out", str(tmp_path))
+    assert completed.returncode == 2
+    assert "does not exist" in completed.stderr
+    assert "Traceback" not in completed.stderr
+
+
+def test_unknown_layer_exits_with_one_clear_message(demo_dir, tmp_path):
+    completed = run_cli(
+        "extract", "--data-dir", str(demo_dir / "data"), "--out", str(tmp_path),
+        "--layers", "conv9", "--no-retina", "--quiet",
+    )  # fmt: skip
+    assert completed.returncode == 2
+    assert "conv9" in completed.stderr
+    assert "Traceback" not in completed.stderr
+
+
+@pytest.mark.parametrize("roi", ["", "V9"])
+def test_empty_or_unknown_roi_exits_with_one_clear_message(demo_dir, roi):
+    completed = run_cli(
+        "fit", "--data-dir", str(demo_dir / "data"), "--out", str(demo_dir),
+        "--roi", roi, "--methods", "ridge", "--quiet",
+    )  # fmt: skip
+    assert completed.returncode == 2
+    assert "ROI" in completed.stderr
+    assert "Traceback" not in completed.stderr
+
+
+def test_weights_of_the_wrong_variant_exit_with_one_clear_message(demo_dir, tmp_path):
+    from v4jax.models import init_params
+    from v4jax.weights import save_params
+
+    import jax
+
+    weights = tmp_path / "caffe.msgpack"
+    save_params(init_params(jax.random.key(0), "caffe"), weights, variant="caffe")
+    completed = run_cli(
+        "extract", "--data-dir", str(demo_dir / "data"), "--out", str(tmp_path),
+        "--weights", str(weights), "--variant", "torchvision", "--no-retina", "--quiet",
+    )  # fmt: skip
+    assert completed.returncode == 2
+    assert "caffe" in completed.stderr
+    assert "Traceback" not in completed.stderr
