@@ -106,10 +106,10 @@ def test_empty_or_unknown_roi_exits_with_one_clear_message(demo_dir, roi):
 
 
 def test_weights_of_the_wrong_variant_exit_with_one_clear_message(demo_dir, tmp_path):
+    import jax
+
     from v4jax.models import init_params
     from v4jax.weights import save_params
-
-    import jax
 
     weights = tmp_path / "caffe.msgpack"
     save_params(init_params(jax.random.key(0), "caffe"), weights, variant="caffe")
