@@ -244,6 +244,19 @@ def test_bilinear_matches_scipy_on_non_square_colour_images():
     np.testing.assert_allclose(np.asarray(warped), expected, rtol=0, atol=1e-10)
 
 
+def test_grid_keeps_the_angle_and_maps_radius_r_to_a_r2_plus_b_r():
+    fit = retina_fit(100, 80)
+    coords = retina_grid((100, 100), 80, mode="bilinear").coords
+    i, j = np.meshgrid(np.arange(80), np.arange(80), indexing="ij")
+    output_offset = np.stack([i - 39.5, j - 39.5])
+    source_offset = coords - 49.5
+    np.testing.assert_allclose(
+        np.hypot(*source_offset), fit.source_radius(np.hypot(*output_offset)), rtol=1e-12
+    )
+    cross = output_offset[0] * source_offset[1] - output_offset[1] * source_offset[0]
+    assert np.abs(cross).max() < 1e-9 and np.all((output_offset * source_offset).sum(0) > 0)
+
+
 def test_bilinear_scales_integers_like_img_as_float():
     image = np.random.default_rng(5).integers(0, 256, size=(80, 80, 3), dtype=np.uint8)
     warped = retina_warp(image, 64, mode="bilinear")
@@ -283,14 +296,14 @@ def test_grid_is_cached_and_read_only():
 
 @st.composite
 def _size_pairs(draw, parity):
-    """(image side, output side <= side) with a fit.
+    """(image side, 16 <= output side <= side) with a fit.
 
     parity "flip": side odd or output even (exact-centre nearest warps commute with flips);
     "centred": side - output even (the bilinear window is centred on the image).
     """
     side = draw(st.integers(24, 160))
     smallest, _ = valid_output_sizes(side)
-    output_size = draw(st.integers(smallest, side))
+    output_size = draw(st.integers(max(smallest, 16), side))
     mismatch = (
         (side % 2 == 0 and output_size % 2 == 1)
         if parity == "flip"

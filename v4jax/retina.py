@@ -28,7 +28,9 @@ for 128 px it is 18 to 305, for 227 px 28 to 537, for 500 px 56 to 1181). Other 
   centre ``(S-1)/2``, float32 polar arithmetic ``rho cos(theta) + H/2 - shift``, indices rounded
   half-to-even. Its centre convention is kept: the source centre is ``(H/2 - 2, W/2 - 2)``, 1.5 px
   up-left of the true centre of a 500 px image, because the original reads an image zero-padded
-  by 2 px without removing the padding. ``exact_center=True`` samples about the true centre
+  by 2 px without removing the padding. (The original's output centre is a float32 mean, which
+  drifts from ``(S-1)/2`` for ``S > 299``, e.g. (249.497, 249.138) at 500; ``(S-1)/2`` is used.)
+  ``exact_center=True`` samples about the true centre
   ``((H-1)/2, (W-1)/2)`` instead (float64 arithmetic, rounded symmetrically about the centre, so
   the warp commutes with flips whenever ``H`` is odd or ``S`` is even, per axis). Samples outside
   the image get ``fill_value`` (the original: 0). The dtype and values of the input are kept.
@@ -529,8 +531,9 @@ def retina_warp(
       check_finite: refuse NaN/inf pixels (skipped for traced values inside jit/vmap).
 
     Returns:
-      (..., S, S) or (..., S, S, C). Nearest mode keeps the input dtype; bilinear mode returns
-      float32 (float64 for float64 input with JAX's x64 mode on), integers scaled to [0, 1].
+      (..., S, S) or (..., S, S, C). Nearest mode keeps the input dtype (as JAX stores it:
+      float64 becomes float32 unless JAX's x64 mode is on); bilinear mode returns float32
+      (float64 for float64 input with x64 on), integers scaled to [0, 1].
     """
     images = _check_images(images)
     shape = tuple(images.shape)
