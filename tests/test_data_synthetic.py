@@ -111,6 +111,7 @@ def test_ground_truth_file_recomputes_the_noise_free_responses(small_set):
     with h5py.File(files.ground_truth, "r") as truth:
         mean, std = truth["feature_mean"][...], truth["feature_std"][...]
         height, width, n_channels = truth["feature_shape"][...]
+        assert features.shape[1:] == (height, width, n_channels)
         standardised = (features - mean) / std
         rows, columns = np.meshgrid(np.arange(height), np.arange(width), indexing="ij")
         for subject in (1, 2):

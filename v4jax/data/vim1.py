@@ -32,7 +32,7 @@ ROI_NAMES = dict(fmt.ROI_NAMES)
 VOLUME_SHAPE = fmt.VOLUME_SHAPE
 NAN_POLICIES = ("drop", "mask")
 DEFAULT_BLOCK_VOXELS = 2048
-CHUNK_CACHE_BYTES = 32 * 2**20
+READ_SPAN = 512
 RoiSpec = str | int | Sequence[str | int]
 
 
@@ -367,7 +367,7 @@ def _data_file(data_dir: str | os.PathLike, name: str) -> Path:
 
 def _open_hdf5(path: Path) -> h5py.File:
     try:
-        return h5py.File(path, "r", rdcc_nbytes=CHUNK_CACHE_BYTES)
+        return h5py.File(path, "r")
     except OSError as error:
         raise ValueError(
             f"{path} is not a readable MATLAB v7.3 (HDF5) file ({error}); expected the CRCNS "
@@ -394,21 +394,41 @@ def _check_columns(columns: np.ndarray, n_voxels: int) -> np.ndarray:
     return values
 
 
+def _column_groups(columns: np.ndarray, span: int) -> list[np.ndarray]:
+    """Split sorted columns into consecutive groups that each cover fewer than ``span`` file
+    columns, so one read never touches more than ``span`` columns of chunks."""
+    groups = []
+    start = 0
+    while start < columns.size:
+        stop = int(np.searchsorted(columns, columns[start] + span, side="left"))
+        groups.append(columns[start:stop])
+        start = stop
+    return groups
+
+
 def _read_columns(path: Path, dataset: h5py.Dataset, columns: np.ndarray) -> np.ndarray:
-    """dataset[:, columns] as float32; a contiguous run is read as one slice."""
-    if columns.size == 0:
-        return np.empty((dataset.shape[0], 0), dtype=np.float32)
+    """dataset[:, columns] as float32, read in groups spanning at most READ_SPAN columns.
+
+    A dense group is read as one slice; a sparse one with an h5py point selection. Bounding
+    the span bounds what HDF5 decompresses and buffers per read.
+    """
+    out = np.empty((dataset.shape[0], columns.size), dtype=np.float32)
+    position = 0
     try:
-        if columns[-1] - columns[0] + 1 == columns.size:
-            block = dataset[:, int(columns[0]) : int(columns[-1]) + 1]
-        else:
-            block = dataset[:, columns]
+        for group in _column_groups(columns, READ_SPAN):
+            first, last = int(group[0]), int(group[-1])
+            if last - first + 1 <= 2 * group.size:
+                block = dataset[:, first : last + 1][:, group - first]
+            else:
+                block = dataset[:, group]
+            out[:, position : position + group.size] = block
+            position += group.size
     except OSError as error:
         raise ValueError(
             f"{path}: cannot read variable {dataset.name.lstrip('/')!r} ({error}); the file "
             "may be truncated or corrupt: download it again."
         ) from None
-    return np.asarray(block, dtype=np.float32)
+    return out
 
 
 def _load_stimuli(data_dir: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
