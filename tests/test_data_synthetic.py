@@ -145,7 +145,7 @@ def test_ground_truth_file_recomputes_the_noise_free_responses(small_set):
 
 def test_empirical_correlation_matches_the_stated_ceiling():
     sim = simulate_vim1(
-        n_train=2400, n_val=100, n_voxels=240, subjects=(1,), seed=11, snr=(0.05, 3.0),
+        n_train=1800, n_val=70, n_voxels=200, subjects=(1,), seed=11, snr=(0.05, 3.0),
         signal_fraction=1.0, signal_rois=range(8), all_nan_fraction=0.0,
         partial_nan_fraction=0.0,
     )  # fmt: skip
@@ -164,12 +164,12 @@ def test_empirical_correlation_matches_the_stated_ceiling():
 def test_repeats_average_to_the_estimate_and_give_the_ncsnr():
     k = 4
     sim = simulate_vim1(
-        n_train=1500, n_val=20, n_voxels=120, subjects=(1,), seed=5, n_repeats=k,
+        n_train=1200, n_val=20, n_voxels=100, subjects=(1,), seed=5, n_repeats=k,
         signal_fraction=1.0, signal_rois=range(8), snr=(0.2, 2.0), all_nan_fraction=0.0,
         partial_nan_fraction=0.0,
     )  # fmt: skip
     truth = sim.subjects[1]
-    assert truth.repeats_train.shape == (k, 1500, 120)
+    assert truth.repeats_train.shape == (k, 1200, 100)
     np.testing.assert_allclose(truth.repeats_train.mean(axis=0), truth.resp_train, atol=1e-5)
     trials = truth.repeats_train.astype(np.float64)
     noise_var = trials.var(axis=0, ddof=1).mean(axis=0)
