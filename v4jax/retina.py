@@ -442,15 +442,13 @@ def _check_images(images: Any) -> jax.Array | np.ndarray:
     return images
 
 
-def _check_finite_pixels(images: np.ndarray | jax.Array) -> None:
-    xp = jnp if isinstance(images, jax.Array) else np
-    finite = xp.isfinite(images)
-    if not bool(xp.all(finite)):
-        bad = np.argwhere(~np.asarray(finite))
-        raise ValueError(
-            f"images contains {bad.shape[0]} NaN or inf pixel(s) (first at index "
-            f"{tuple(int(i) for i in bad[0])}); fix or drop those images before warping."
-        )
+def _raise_non_finite(images: np.ndarray | jax.Array) -> None:
+    """Raise the error for NaN/inf pixels, naming how many and where the first one is."""
+    bad = np.argwhere(~np.isfinite(np.asarray(images)))
+    raise ValueError(
+        f"images contains {bad.shape[0]} NaN or inf pixel(s) (first at index "
+        f"{tuple(int(i) for i in bad[0])}); fix or drop those images before warping."
+    )
 
 
 def _check_fill(fill_value: Any, dtype: np.dtype) -> float:
@@ -469,35 +467,74 @@ def _check_fill(fill_value: Any, dtype: np.dtype) -> float:
     return value
 
 
-@jax.jit
-def _gather_nearest(
-    images: jax.Array, flat_index: jax.Array, valid: jax.Array, fill: jax.Array
-) -> jax.Array:
-    """(B, H, W, C) images -> (B, S, S, C) by one gather along the flattened pixel axis."""
-    batch, height, width, n_channels = images.shape
+def _to_bhwc(images: jax.Array, has_channels: bool) -> jax.Array:
+    """(..., H, W[, C]) -> (B, H, W, C) inside a jitted function (a free reshape there)."""
+    spatial = images.shape[-3:] if has_channels else (*images.shape[-2:], 1)
+    return images.reshape(-1, *spatial)
+
+
+def _from_bhwc(warped: jax.Array, shape: tuple[int, ...], has_channels: bool) -> jax.Array:
+    """(B, S, S, C) -> (..., S, S[, C]) with the batch shape of the input ``shape``."""
+    batch_shape = shape[:-3] if has_channels else shape[:-2]
+    tail = warped.shape[1:] if has_channels else warped.shape[1:3]
+    return warped.reshape(*batch_shape, *tail)
+
+
+def _all_finite(images: jax.Array, check: bool) -> jax.Array:
+    return jnp.all(jnp.isfinite(images)) if check else jnp.asarray(True)
+
+
+@functools.partial(jax.jit, static_argnames=("has_channels", "check"))
+def _warp_nearest(
+    images: jax.Array,
+    flat_index: jax.Array,
+    valid: jax.Array,
+    fill: jax.Array,
+    has_channels: bool,
+    check: bool,
+) -> tuple[jax.Array, jax.Array]:
+    """One gather along the flattened pixel axis; also returns whether all pixels are finite."""
+    stacked = _to_bhwc(images, has_channels)
+    batch, height, width, n_channels = stacked.shape
     size = valid.shape[0]
-    flat = images.reshape(batch, height * width, n_channels)
+    flat = stacked.reshape(batch, height * width, n_channels)
     picked = jnp.take(flat, flat_index.reshape(-1), axis=1, mode="clip")
     picked = picked.reshape(batch, size, size, n_channels)
-    return jnp.where(valid[None, :, :, None], picked, fill.astype(images.dtype))
+    warped = jnp.where(valid[None, :, :, None], picked, fill.astype(images.dtype))
+    return _from_bhwc(warped, images.shape, has_channels), _all_finite(images, check)
 
 
-@functools.partial(jax.jit, static_argnames=("fill", "widen"))
-def _sample_bilinear(images: jax.Array, coords: jax.Array, fill: float, widen: bool) -> jax.Array:
-    """(B, H, W, C) float images -> (B, S, S, C): bilinear samples clipped to each input range."""
+@functools.partial(
+    jax.jit, static_argnames=("fill", "widen", "dtype", "scale", "has_channels", "check")
+)
+def _warp_bilinear(
+    images: jax.Array,
+    coords: jax.Array,
+    fill: float,
+    widen: bool,
+    dtype: np.dtype,
+    scale: float,
+    has_channels: bool,
+    check: bool,
+) -> tuple[jax.Array, jax.Array]:
+    """Bilinear samples clipped to each image's range; also returns whether all are finite."""
+    stacked = _to_bhwc(images, has_channels).astype(dtype)
+    if scale != 1:
+        stacked = stacked / jnp.asarray(scale, dtype)
 
     def one_plane(plane: jax.Array) -> jax.Array:
         return map_coordinates(plane, [coords[0], coords[1]], order=1, mode="constant", cval=fill)
 
-    planes = jnp.moveaxis(images, -1, 1)
+    planes = jnp.moveaxis(stacked, -1, 1)
     warped = jax.vmap(jax.vmap(one_plane))(planes)
-    low = jnp.min(images, axis=(1, 2, 3))
-    high = jnp.max(images, axis=(1, 2, 3))
+    low = jnp.min(stacked, axis=(1, 2, 3))
+    high = jnp.max(stacked, axis=(1, 2, 3))
     if widen:
         low = jnp.minimum(low, fill)
         high = jnp.maximum(high, fill)
     warped = jnp.clip(warped, low[:, None, None, None], high[:, None, None, None])
-    return jnp.moveaxis(warped, 1, -1)
+    warped = jnp.moveaxis(warped, 1, -1)
+    return _from_bhwc(warped, images.shape, has_channels), _all_finite(images, check)
 
 
 def retina_warp(
@@ -557,33 +594,36 @@ def retina_warp(
         mode=mode,
         exact_center=exact_center,
     )
-    fill = _check_fill(fill_value, np.dtype(images.dtype))
-    if (
-        check_finite
-        and np.dtype(images.dtype).kind == "f"
-        and not isinstance(images, jax.core.Tracer)
-    ):
-        _check_finite_pixels(images)
-    stacked = jnp.reshape(jnp.asarray(images), (-1, *spatial, n_channels))
-    size = grid.output_size
+    kind = np.dtype(images.dtype)
+    fill = _check_fill(fill_value, kind)
+    check = bool(check_finite) and kind.kind == "f" and not isinstance(images, jax.core.Tracer)
     if mode == "nearest":
         flat_index = np.clip(grid.rows, 0, spatial[0] - 1) * spatial[1] + np.clip(
             grid.cols, 0, spatial[1] - 1
         )
-        warped = _gather_nearest(
-            stacked, jnp.asarray(flat_index, jnp.int32), jnp.asarray(grid.valid), jnp.asarray(fill)
+        warped, finite = _warp_nearest(
+            images,
+            jnp.asarray(flat_index, jnp.int32),
+            jnp.asarray(grid.valid),
+            jnp.asarray(fill),
+            has_channels=has_channels,
+            check=check,
         )
     else:
         dtype = compute_dtype(images)
-        floats = stacked.astype(dtype)
-        kind = np.dtype(images.dtype)
-        if kind.kind in "iu":
-            floats = floats / dtype.type(np.iinfo(kind).max)
-        warped = _sample_bilinear(floats, jnp.asarray(grid.coords, dtype), fill, grid.reads_outside)
-    out_shape = (
-        (*batch_shape, size, size, n_channels) if has_channels else (*batch_shape, size, size)
-    )
-    return warped.reshape(out_shape)
+        warped, finite = _warp_bilinear(
+            images,
+            jnp.asarray(grid.coords, dtype),
+            fill=fill,
+            widen=grid.reads_outside,
+            dtype=dtype,
+            scale=float(np.iinfo(kind).max) if kind.kind in "iu" else 1.0,
+            has_channels=has_channels,
+            check=check,
+        )
+    if check and not bool(finite):
+        _raise_non_finite(images)
+    return warped
 
 
 @dataclasses.dataclass(frozen=True)
