@@ -879,7 +879,9 @@ def _method_comparison_figure(results: StudyResults, subject: SubjectResult) -> 
             f"{second} validation r",
         )
         ax.set_title(f"{_arm_label(arm)} features\n{counts}")
-    _title(figure, f"S{subject.subject}, ROI {subject.roi}: methods compared per voxel")
+    _title(
+        figure, f"S{subject.subject}, ROI {subject.roi}: methods compared per voxel (dashed: y = x)"
+    )
     return figure
 
 
@@ -904,5 +906,8 @@ def _arm_comparison_figure(results: StudyResults, subject: SubjectResult) -> Fig
             f"{second} validation r",
         )
         ax.set_title(f"{method}: {_arm_label(second)} vs {_arm_label(first)}\n{counts}")
-    _title(figure, f"S{subject.subject}, ROI {subject.roi}: feature arms compared per voxel")
+    _title(
+        figure,
+        f"S{subject.subject}, ROI {subject.roi}: feature arms compared per voxel (dashed: y = x)",
+    )
     return figure
