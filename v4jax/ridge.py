@@ -21,16 +21,26 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import PartitionSpec
 from tqdm.auto import tqdm
 
 from v4jax import _validation
 from v4jax.cv import make_folds
 from v4jax.metrics import SCORES, score_columns
+from v4jax.sharding import (
+    VOXEL_AXIS,
+    padded_voxel_count,
+    replicate,
+    shard_columns,
+    trim_voxels,
+    voxel_mesh,
+)
 
 SOLVERS = ("auto", "primal", "dual")
 DEFAULT_TARGET_BATCH = 2048
@@ -91,6 +101,7 @@ def ridge_cv(
     target_batch_size: int | None = DEFAULT_TARGET_BATCH,
     feature_block_size: int = DEFAULT_FEATURE_BLOCK,
     progress: bool | None = None,
+    devices: Sequence[jax.Device] | None = None,
 ) -> RidgeCVResult:
     """Cross-validated ridge regression with an alpha chosen per target.
 
@@ -107,7 +118,10 @@ def ridge_cv(
         (eigendecomposition of the linear kernel).
       target_batch_size: targets processed together (bounds memory); None for all at once.
       feature_block_size: features per block when building the kernel and the coefficients.
-      progress: show a progress bar over target batches (default: when there is more than one).
+      progress: show a progress bar over the kernel's feature blocks (default: when many).
+      devices: devices to shard the voxels over (None: all local devices). The design and
+        decompositions are replicated; per-voxel outputs come back sharded over the voxel axis
+        (see :mod:`v4jax.sharding`; for several hosts pass ``jax.devices()``).
 
     Returns:
       :class:`RidgeCVResult`; arrays in float32, or float64 when JAX x64 is on and inputs are
@@ -135,60 +149,105 @@ def ridge_cv(
     if solver == "auto":
         solver = "dual" if n_features > n_samples else "primal"
 
-    Y_device = jnp.asarray(Y, dtype=dtype)
-    alphas_device = jnp.asarray(alpha_grid, dtype=dtype)
+    mesh = voxel_mesh(devices)
+    n_padded, batch = padded_voxel_count(
+        n_targets, mesh.size, n_targets if target_batch_size is None else target_batch_size
+    )
     if solver == "primal":
-        X_device = jnp.asarray(X, dtype=dtype)
-        fold_bases = [
+        X_device = replicate(X, mesh, dtype)
+        fold_bases = tuple(
             _primal_basis(X_device[train], X_device[test], fit_intercept) for train, test in folds
-        ]
+        )
         full = _primal_full(X_device, fit_intercept)
     else:
-        feature_mean = _feature_mean(X, dtype, feature_block_size, fit_intercept)
-        gram = _centred_gram(X, feature_mean, dtype, feature_block_size)
-        fold_bases = [
+        feature_mean = _feature_mean(X, dtype, feature_block_size, fit_intercept, mesh)
+        gram = _centred_gram(X, feature_mean, dtype, feature_block_size, mesh, progress)
+        fold_bases = tuple(
             _dual_basis(gram, jnp.asarray(train), jnp.asarray(test), fit_intercept)
             for train, test in folds
-        ]
+        )
         full = _dual_full(gram, fit_intercept)
 
-    batch = n_targets if target_batch_size is None else target_batch_size
-    starts = range(0, n_targets, batch)
-    show = progress if progress is not None else len(starts) > 1
-    score_parts, coef_parts, intercept_parts, index_parts = [], [], [], []
-    for start in tqdm(starts, desc="ridge target batches", disable=not show):
-        Y_batch = Y_device[:, start : start + batch]
-        fold_scores = [
-            _fold_scores(
-                basis, Y_batch[train], Y_batch[test], alphas_device, fit_intercept, score, solver
-            )
-            for basis, (train, test) in zip(fold_bases, folds, strict=True)
-        ]
-        mean_scores = jnp.mean(jnp.stack(fold_scores), axis=0)
-        best_index = jnp.argmax(mean_scores, axis=0)
-        best = alphas_device[best_index]
-        if solver == "primal":
-            coef, intercept = _primal_refit(full, X_device, Y_batch, best, fit_intercept)
-        else:
-            coef, intercept = _dual_refit(
-                full, X, Y_batch, best, feature_mean, fit_intercept, dtype, feature_block_size
-            )
-        score_parts.append(mean_scores)
-        coef_parts.append(coef)
-        intercept_parts.append(intercept)
-        index_parts.append(best_index)
-
-    best_alpha_index = jnp.concatenate(index_parts)
+    fold_key = tuple((tuple(train.tolist()), tuple(test.tolist())) for train, test in folds)
+    per_voxel = _per_voxel_program(mesh, fold_key, fit_intercept, score, solver, batch)
+    alphas_device = replicate(alpha_grid, mesh, dtype)
+    Y_sharded = shard_columns(Y, mesh, n_padded, dtype)
+    cv_scores, best_alpha_index, solution, y_mean = per_voxel(
+        fold_bases, full, alphas_device, Y_sharded
+    )
+    if solver == "primal":
+        coef = solution
+        intercept = y_mean - full.mean @ coef
+    else:
+        coef = _dual_to_primal(X, solution, feature_mean, dtype, feature_block_size, mesh)
+        intercept = y_mean - feature_mean @ coef
+    best_alpha_index = trim_voxels(best_alpha_index, n_targets)
     return RidgeCVResult(
         best_alphas=alphas_device[best_alpha_index],
-        cv_scores=jnp.concatenate(score_parts, axis=1),
-        coef=jnp.concatenate(coef_parts, axis=1),
-        intercept=jnp.concatenate(intercept_parts),
+        cv_scores=trim_voxels(cv_scores, n_targets),
+        coef=trim_voxels(coef, n_targets),
+        intercept=trim_voxels(intercept, n_targets),
         alphas=alpha_grid,
         best_alpha_index=best_alpha_index,
         alpha_on_edge=(best_alpha_index == 0) | (best_alpha_index == len(alpha_grid) - 1),
         solver=solver,
         score=score,
+    )
+
+
+@functools.lru_cache(maxsize=32)
+def _per_voxel_program(
+    mesh: Any,
+    fold_key: tuple[tuple[tuple[int, ...], tuple[int, ...]], ...],
+    fit_intercept: bool,
+    score: str,
+    solver: str,
+    batch: int,
+):
+    """The jitted per-voxel phase: each device scores, selects and refits its own voxels.
+
+    Runs under ``shard_map`` over the voxel axis (no cross-device communication); within a
+    device, voxels go through ``lax.map`` in batches of ``batch`` so memory stays bounded.
+    Returns cv_scores (n_alphas, V), best index (V,), the refit solution (primal
+    coefficients (p, V) or dual coefficients (n, V)) and the response means (V,). Cached per
+    (mesh, folds, settings), so repeated fits reuse the compiled program.
+    """
+    folds = [(np.asarray(train), np.asarray(test)) for train, test in fold_key]
+
+    def one_batch(fold_bases, full, alphas, Y):
+        fold_scores = [
+            _fold_scores(basis, Y[train], Y[test], alphas, fit_intercept, score, solver)
+            for basis, (train, test) in zip(fold_bases, folds, strict=True)
+        ]
+        mean_scores = jnp.mean(jnp.stack(fold_scores), axis=0)
+        best_index = jnp.argmax(mean_scores, axis=0)
+        if solver == "primal":
+            solution, y_mean = _primal_solution(full, Y, alphas[best_index], fit_intercept)
+        else:
+            solution, y_mean = _dual_coefficients(full, Y, alphas[best_index], fit_intercept)
+        return mean_scores, best_index, solution, y_mean
+
+    def on_device(fold_bases, full, alphas, Y_local):
+        n_samples, n_local = Y_local.shape
+        batches = Y_local.reshape(n_samples, n_local // batch, batch).transpose(1, 0, 2)
+        scores, best, solution, y_mean = jax.lax.map(
+            lambda Y: one_batch(fold_bases, full, alphas, Y), batches
+        )
+        return (
+            scores.transpose(1, 0, 2).reshape(scores.shape[1], n_local),
+            best.reshape(n_local),
+            solution.transpose(1, 0, 2).reshape(solution.shape[1], n_local),
+            y_mean.reshape(n_local),
+        )
+
+    voxels = PartitionSpec(None, VOXEL_AXIS)
+    return jax.jit(
+        jax.shard_map(
+            on_device,
+            mesh=mesh,
+            in_specs=(PartitionSpec(), PartitionSpec(), PartitionSpec(), voxels),
+            out_specs=(voxels, PartitionSpec(VOXEL_AXIS), voxels, PartitionSpec(VOXEL_AXIS)),
+        )
     )
 
 
@@ -340,16 +399,14 @@ def _dual_full(gram: jax.Array, fit_intercept: bool) -> _DualFull:
     return _DualFull(basis.left, basis.spectrum)
 
 
-@functools.partial(jax.jit, static_argnames="fit_intercept")
-def _primal_refit(
-    full: _PrimalFull, X: jax.Array, Y: jax.Array, best_alphas: jax.Array, fit_intercept: bool
+def _primal_solution(
+    full: _PrimalFull, Y: jax.Array, best_alphas: jax.Array, fit_intercept: bool
 ) -> tuple[jax.Array, jax.Array]:
-    del X
+    """(n_features, n_targets) coefficients and (n_targets,) response means."""
     y_mean = _column_mean(Y, fit_intercept)[0]
     projected = full.U.T @ (Y - y_mean)
     factors = full.s[:, None] / (full.s[:, None] ** 2 + best_alphas[None, :])
-    coef = full.Vt.T @ (factors * projected)
-    return coef, y_mean - full.mean @ coef
+    return full.Vt.T @ (factors * projected), y_mean
 
 
 @functools.partial(jax.jit, static_argnames="fit_intercept")
@@ -364,26 +421,25 @@ def _dual_coefficients(
     return full.eigenvectors @ (factors * projected), y_mean
 
 
-def _dual_refit(
-    full: _DualFull,
+def _dual_to_primal(
     X: Any,
-    Y: jax.Array,
-    best_alphas: jax.Array,
+    dual: jax.Array,
     feature_mean: jax.Array,
-    fit_intercept: bool,
     dtype: np.dtype,
     feature_block_size: int,
-) -> tuple[jax.Array, jax.Array]:
-    dual, y_mean = _dual_coefficients(full, Y, best_alphas, fit_intercept)
+    mesh: Any,
+) -> jax.Array:
+    """(n_features, V) coefficients (X - mean)ᵀ dual, streaming replicated feature blocks.
+
+    ``dual`` is sharded over voxels, so each device computes its own voxels' coefficients.
+    """
     dual_sum = jnp.sum(dual, axis=0)
     blocks = []
     for start in range(0, X.shape[1], feature_block_size):
-        X_block = jnp.asarray(X[:, start : start + feature_block_size], dtype=dtype)
+        X_block = replicate(X[:, start : start + feature_block_size], mesh, dtype)
         mean_block = feature_mean[start : start + X_block.shape[1]]
         blocks.append(_centred_transpose_product(X_block, dual, mean_block, dual_sum))
-    coef = jnp.concatenate(blocks)
-    intercept = y_mean - feature_mean @ coef
-    return coef, intercept
+    return jnp.concatenate(blocks)
 
 
 @jax.jit
@@ -397,24 +453,37 @@ def _centred_transpose_product(
 # -- shared pieces ------------------------------------------------------------------------------
 
 
-def _feature_mean(X: Any, dtype: np.dtype, block: int, fit_intercept: bool) -> jax.Array:
+def _feature_mean(
+    X: Any, dtype: np.dtype, block: int, fit_intercept: bool, mesh: Any = None
+) -> jax.Array:
     """(n_features,) column means of X (zeros without intercept), streaming feature blocks."""
+    mesh = voxel_mesh(None) if mesh is None else mesh
     if not fit_intercept:
-        return jnp.zeros(X.shape[1], dtype=dtype)
+        return replicate(np.zeros(X.shape[1]), mesh, dtype)
     return jnp.concatenate(
         [
-            jnp.mean(jnp.asarray(X[:, start : start + block], dtype=dtype), axis=0)
+            jnp.mean(replicate(X[:, start : start + block], mesh, dtype), axis=0)
             for start in range(0, X.shape[1], block)
         ]
     )
 
 
-def _centred_gram(X: Any, mean: jax.Array, dtype: np.dtype, block: int) -> jax.Array:
+def _centred_gram(
+    X: Any,
+    mean: jax.Array,
+    dtype: np.dtype,
+    block: int,
+    mesh: Any = None,
+    progress: bool | None = None,
+) -> jax.Array:
     """(n_samples, n_samples) kernel (X - mean)(X - mean)ᵀ, streaming feature blocks."""
+    mesh = voxel_mesh(None) if mesh is None else mesh
     n_samples = X.shape[0]
-    gram = jnp.zeros((n_samples, n_samples), dtype=dtype)
-    for start in range(0, X.shape[1], block):
-        X_block = jnp.asarray(X[:, start : start + block], dtype=dtype)
+    gram = replicate(np.zeros((n_samples, n_samples)), mesh, dtype)
+    starts = range(0, X.shape[1], block)
+    show = progress if progress is not None else len(starts) > 8
+    for start in tqdm(starts, desc="kernel feature blocks", disable=not show):
+        X_block = replicate(X[:, start : start + block], mesh, dtype)
         gram = _accumulate_gram(gram, X_block, mean[start : start + X_block.shape[1]])
     return gram
 

@@ -1,0 +1,120 @@
+"""Voxel sharding: 4 simulated CPU devices (conftest) and 2 processes on localhost."""
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+from jax.sharding import NamedSharding, PartitionSpec
+
+from v4jax import make_folds, ridge_cv
+from v4jax.ridge import _dual_basis, _dual_full, _per_voxel_program
+from v4jax.sharding import padded_voxel_count, voxel_mesh
+
+ALPHAS = np.logspace(-2, 4, 7)
+COLLECTIVES = ("all-reduce", "all-gather", "collective-permute", "all-to-all", "reduce-scatter")
+
+
+def make_problem(n_samples, n_features, n_targets, seed=0):
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((n_samples, n_features)) + 1.0
+    Y = X @ rng.standard_normal((n_features, n_targets)) + rng.standard_normal(
+        (n_samples, n_targets)
+    ) * rng.uniform(0.5, 5, n_targets)
+    return X, Y
+
+
+def test_four_simulated_devices_are_available():
+    assert len(jax.devices()) == 4
+
+
+@pytest.mark.parametrize("shape", [(50, 120), (80, 20)], ids=["dual", "primal"])
+def test_sharded_and_single_device_results_are_identical(shape):
+    X, Y = make_problem(*shape, n_targets=16)
+    single = ridge_cv(X, Y, ALPHAS, cv=4, devices=jax.devices()[:1], target_batch_size=3)
+    sharded = ridge_cv(X, Y, ALPHAS, cv=4, devices=jax.devices(), target_batch_size=3)
+    for name in ("best_alphas", "cv_scores", "coef", "intercept"):
+        np.testing.assert_allclose(
+            np.asarray(getattr(sharded, name)), np.asarray(getattr(single, name)),
+            rtol=1e-12, atol=1e-12,
+        )  # fmt: skip
+    for name in ("coef", "cv_scores", "best_alphas"):
+        array = getattr(sharded, name)
+        assert isinstance(array.sharding, NamedSharding)
+        assert array.sharding.spec[-1] == "voxels"
+        assert len(array.addressable_shards) == 4
+        assert {shard.data.shape[-1] for shard in array.addressable_shards} == {4}
+
+
+def test_uneven_voxel_counts_are_padded_and_trimmed():
+    X, Y = make_problem(40, 90, n_targets=7, seed=1)
+    single = ridge_cv(X, Y, ALPHAS, cv=4, devices=jax.devices()[:1])
+    sharded = ridge_cv(X, Y, ALPHAS, cv=4)
+    assert sharded.coef.shape == (90, 7)
+    np.testing.assert_allclose(np.asarray(sharded.coef), np.asarray(single.coef), rtol=1e-12)
+    assert padded_voxel_count(7, 4, 2048) == (8, 2)
+    assert padded_voxel_count(10, 4, 2) == (16, 2)
+
+
+def test_per_voxel_phase_has_no_cross_device_communication():
+    X, Y = make_problem(40, 90, n_targets=16, seed=2)
+    mesh = voxel_mesh(jax.devices())
+    result = ridge_cv(X, Y, ALPHAS, cv=4, devices=jax.devices(), target_batch_size=2)
+    assert result.coef.shape == (90, 16)
+    folds = tuple(
+        (tuple(train.tolist()), tuple(test.tolist())) for train, test in make_folds(4, 40)
+    )
+    program = _per_voxel_program(mesh, folds, True, "r2", "dual", 2)
+    gram = jax.device_put((X - X.mean(0)) @ (X - X.mean(0)).T, NamedSharding(mesh, PartitionSpec()))
+    bases = tuple(_dual_basis(gram, np.asarray(tr), np.asarray(te), True) for tr, te in folds)
+    full = _dual_full(gram, True)
+    alphas = jax.device_put(ALPHAS, NamedSharding(mesh, PartitionSpec()))
+    Y_sharded = jax.device_put(Y, NamedSharding(mesh, PartitionSpec(None, "voxels")))
+    hlo = program.lower(bases, full, alphas, Y_sharded).compile().as_text()
+    assert "voxels" in str(Y_sharded.sharding.spec)
+    for collective in COLLECTIVES:
+        assert collective not in hlo, f"per-voxel phase contains {collective}"
+    total = jax.jit(lambda values: values.sum(axis=1))
+    assert "all-reduce" in total.lower(Y_sharded).compile().as_text()  # the check can fail
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("localhost", 0))
+        return probe.getsockname()[1]
+
+
+def test_two_processes_fit_a_voxel_sharded_problem_equal_to_one_process(tmp_path):
+    worker = Path(__file__).parent / "helpers" / "multiprocess_ridge.py"
+    port = str(_free_port())
+    environment = {key: value for key, value in os.environ.items() if key not in ("XLA_FLAGS",)}
+    environment["JAX_PLATFORMS"] = "cpu"
+    processes = [
+        subprocess.Popen(
+            [sys.executable, str(worker), port, str(rank), str(tmp_path / f"part{rank}.npz")],
+            env=environment,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for rank in (0, 1)
+    ]
+    outputs = [process.communicate(timeout=240)[0] for process in processes]
+    for process, output in zip(processes, outputs, strict=True):
+        assert process.returncode == 0, output[-3000:]
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((60, 150))
+    Y = X @ rng.standard_normal((150, 8)) + rng.standard_normal((60, 8))
+    reference = ridge_cv(X, Y, ALPHAS, cv=3, devices=jax.devices()[:1])
+    parts = [np.load(tmp_path / f"part{rank}.npz") for rank in (0, 1)]
+    assert sorted(int(part["coef_start"]) for part in parts) == [0, 4]
+    for name in ("coef", "cv_scores", "best_alphas", "intercept"):
+        ordered = sorted(parts, key=lambda part: int(part[f"{name}_start"]))
+        combined = np.concatenate([part[name] for part in ordered], axis=-1)
+        np.testing.assert_allclose(
+            combined, np.asarray(getattr(reference, name)), rtol=1e-10, atol=1e-12
+        )
