@@ -183,13 +183,13 @@ def _make_plan(
             "state dict with only features.* entries covers conv/pool layers); ask only for "
             "conv/pool layers or give full weights."
         )
-    all_shapes = output_shapes(variant, height, width)
+    all_shapes = output_shapes(variant, height, width, layers)
     return _Plan(
         variant=variant,
         layers=layers,
         params=tree,
         weights=weights,
-        batch_size=batch_size,
+        batch_size=min(batch_size, shape[0]),
         preprocess=bool(preprocess),
         scale=resolve_scale(scale, shape) if preprocess else "none",
         transform=transform,
@@ -271,7 +271,7 @@ def extract(
       params: parameter tree, a weights file path (``.pth``/``.pt``/``.npz``/``.safetensors``/
         ``.npy``/``.msgpack``, see :mod:`v4jax.weights`) or ``None`` for random weights.
       variant: ``"torchvision"``, ``"caffe"`` or ``"tfutils"``.
-      batch_size: images per forward pass.
+      batch_size: images per forward pass (at most N; the last batch is padded).
       preprocess: scale, colour, resize and normalise the images for ``variant`` first.
       transform: optional callable applied to each raw image batch before preprocessing; it
         must keep the batch axis. With ``preprocess=False`` it is also called once on the first
