@@ -52,6 +52,8 @@ DEFAULT_TARGET_BATCH = 512
 DEFAULT_FEATURE_BLOCK = 8192
 # Squared norms below FLOOR * eps² times the reference squared norm count as rounding noise.
 _VANISHING_FLOOR = 1e4
+# On the kernel path, squared norms below KERNEL_FLOOR * eps times the kernel's trace.
+_KERNEL_FLOOR = 100.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -176,17 +178,16 @@ def pls2_fit(
     )
     max_iter = _validation.check_positive_int(max_iter, "max_iter")
     tol = _check_tolerance(tol)
-    everything = np.arange(n_samples)
-    x_mean, x_std = _column_moments(X, everything, scale, dtype, feature_block_size)
     Y_device = jnp.asarray(Y, dtype=dtype)
-    y_mean, y_std = _column_moments(Y_device, everything, scale, dtype, Y.shape[1])
-    Y_standard = (Y_device - y_mean) / y_std
     if solver == "primal":
-        X_standard = (jnp.asarray(X, dtype=dtype) - x_mean) / x_std
-        fit, weights, loadings = _pls2_primal(X_standard, Y_standard, n_components, max_iter, tol)
+        fit, weights, loadings, x_mean, x_std, y_mean, y_std = _pls2_primal_fit(
+            jnp.asarray(X, dtype=dtype), Y_device, n_components, max_iter, tol, scale
+        )
     else:
+        x_mean, x_std = _column_moments(X, np.arange(n_samples), scale, dtype, feature_block_size)
+        y_mean, y_std = _moments(Y_device, scale)
         kernel = _standardised_gram(X, x_mean, x_std, dtype, feature_block_size)
-        fit = _pls2_dual(kernel, Y_standard, n_components, max_iter, tol)
+        fit = _pls2_dual(kernel, _standardise(Y_device, y_mean, y_std), n_components, max_iter, tol)
         products = _standardised_transpose_product(
             X,
             jnp.concatenate([fit.weights, fit.x_scores], axis=1),
@@ -195,16 +196,13 @@ def pls2_fit(
             dtype,
             feature_block_size,
         )
-        weights = products[:, :n_components]
-        loadings = products[:, n_components:] / _safe_square_norms(fit.x_scores)
-        signs = _svd_flip_signs(weights)
-        fit = _flip(fit, signs)
-        weights, loadings = weights * signs, loadings * signs
+        fit, weights, loadings = _dual_weights_and_loadings(fit, products)
     n_active = int(jnp.sum(fit.active))
     _warn_dropped_components(n_active, n_components, "PLS2")
     _warn_unconverged(fit.n_iter, max_iter)
-    rotations = weights @ _inverse_unit_triangle(loadings.T @ weights, fit.active)
-    coef = (rotations @ fit.y_loadings.T) * y_std / x_std.T
+    rotations, coef, intercept = _pls2_coefficients(
+        weights, loadings, fit, x_mean, x_std, y_mean, y_std
+    )
     return PLS2Result(
         x_weights=weights,
         y_weights=fit.y_weights,
@@ -214,7 +212,7 @@ def pls2_fit(
         y_scores=fit.y_scores,
         x_rotations=rotations,
         coef=coef,
-        intercept=y_mean[0] - x_mean[0] @ coef,
+        intercept=intercept,
         x_mean=x_mean[0],
         x_std=x_std[0],
         y_mean=y_mean[0],
@@ -258,7 +256,7 @@ def pls2_cv(
     """
     X, Y, dtype, solver = _check_pls_inputs(X, Y, solver)
     _validation.check_choice(score, "score", SCORES)
-    grid = _check_grid(n_components)
+    grid = as_component_grid(n_components)
     folds = make_folds(cv, X.shape[0])
     n_components_max = _check_grid_against_folds(grid, folds, X.shape[1])
     max_iter = _validation.check_positive_int(max_iter, "max_iter")
@@ -268,23 +266,9 @@ def pls2_cv(
     fold_scores = []
     for train, test in tqdm(folds, desc="PLS2 folds", disable=not progress):
         design = _fold_design(X, train, test, scale, solver, dtype, feature_block_size, shared_gram)
-        Y_train = Y_device[train]
-        y_mean, y_std = _column_moments(Y_train, np.arange(len(train)), scale, dtype, Y.shape[1])
-        Y_standard = (Y_train - y_mean) / y_std
-        if solver == "primal":
-            fit, weights, loadings = _pls2_primal(
-                design.train, Y_standard, n_components_max, max_iter, tol
-            )
-            test_scores = design.test @ (
-                weights @ _inverse_unit_triangle(loadings.T @ weights, fit.active)
-            )
-        else:
-            fit = _pls2_dual(design.train, Y_standard, n_components_max, max_iter, tol)
-            cross = (fit.x_scores.T @ design.train @ fit.weights) / _safe_square_norms(
-                fit.x_scores
-            ).T
-            test_scores = design.test @ fit.weights @ _inverse_unit_triangle(cross, fit.active)
-        predictions = _cumulative_predictions(test_scores, fit.y_loadings * y_std.T, y_mean)
+        predictions = _pls2_fold_predictions(
+            design, Y_device[train], n_components_max, max_iter, tol, scale, solver == "dual"
+        )
         fold_scores.append(score_columns(Y_device[test], predictions[grid - 1], score))
     cv_scores = jnp.mean(jnp.stack(fold_scores), axis=0)
     best = int(grid[int(jnp.argmax(jnp.mean(cv_scores, axis=1)))])
@@ -336,7 +320,7 @@ def pls1_path(
             f"X_test has {X_test.shape[1]} features but X_train has {X_train.shape[1]}."
         )
     dtype = _validation.compute_dtype(X_train, Y_train, X_test)
-    grid = _check_grid(n_components)
+    grid = as_component_grid(n_components)
     n_train = X_train.shape[0]
     limit = min(n_train, X_train.shape[1])
     n_components_max = _check_component_count(
@@ -402,7 +386,7 @@ def pls1_cv(
         target_batch_size, "target_batch_size", allow_none=True
     )
     feature_block_size = _validation.check_positive_int(feature_block_size, "feature_block_size")
-    grid = _check_grid(n_components)
+    grid = as_component_grid(n_components)
     n_samples, n_features = X.shape
     n_targets = Y.shape[1]
     folds = make_folds(cv, n_samples)
@@ -533,7 +517,9 @@ def _pls2_dual(
             lambda s: (~s[1]) & (s[0] < max_iter), power_step, state
         )
         squared = scores @ scores
-        active = alive & y_alive & (squared > floor)
+        # ‖X_kᵀu‖² / ‖u‖² = 1 / ‖a‖² at the kernel's rounding level: no rank left in X_k.
+        rank_left = (a @ a) * jnp.trace(kernel) * _KERNEL_FLOOR * eps < 1.0
+        active = alive & y_alive & rank_left & (squared > floor)
         a, scores, y_weights = (jnp.where(active, v, 0.0) for v in (a, scores, y_weights))
         squared = jnp.where(active, squared, 1.0)
         y_scores = Y_k @ y_weights / _safe(y_weights @ y_weights)
@@ -656,6 +642,76 @@ def _store_component(out: _PLS2Components, k: Any, *columns: jax.Array) -> _PLS2
     )
 
 
+@jax.jit
+def _dual_weights_and_loadings(
+    fit: _PLS2Components, products: jax.Array
+) -> tuple[_PLS2Components, jax.Array, jax.Array]:
+    """X weights ``Xᵀ A`` and loadings ``Xᵀ T / tᵀt`` from their products, with svd_flip signs."""
+    n_components = fit.x_scores.shape[1]
+    weights = products[:, :n_components]
+    loadings = products[:, n_components:] / _safe_square_norms(fit.x_scores)
+    signs = _svd_flip_signs(weights)
+    return _flip(fit, signs), weights * signs, loadings * signs
+
+
+@jax.jit
+def _pls2_coefficients(
+    weights: jax.Array,
+    loadings: jax.Array,
+    fit: _PLS2Components,
+    x_mean: jax.Array,
+    x_std: jax.Array,
+    y_mean: jax.Array,
+    y_std: jax.Array,
+) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """Rotations ``W (PᵀW)⁻¹``, coefficients in original units and intercepts."""
+    rotations = weights @ _inverse_unit_triangle(loadings.T @ weights, fit.active)
+    coef = (rotations @ fit.y_loadings.T) * y_std / x_std.T
+    return rotations, coef, y_mean[0] - x_mean[0] @ coef
+
+
+@functools.partial(jax.jit, static_argnames=("n_components", "scale"))
+def _pls2_primal_fit(
+    X: jax.Array, Y: jax.Array, n_components: int, max_iter: int, tol: float, scale: bool
+) -> tuple[_PLS2Components, jax.Array, jax.Array, jax.Array, jax.Array, jax.Array, jax.Array]:
+    """Standardise, then NIPALS on the design: components, W, P and the four moments."""
+    x_mean, x_std = _moments(X, scale)
+    y_mean, y_std = _moments(Y, scale)
+    fit, weights, loadings = _pls2_primal(
+        _standardise(X, x_mean, x_std), _standardise(Y, y_mean, y_std), n_components, max_iter, tol
+    )
+    return fit, weights, loadings, x_mean, x_std, y_mean, y_std
+
+
+@jax.jit
+def _standardise(values: jax.Array, mean: jax.Array, std: jax.Array) -> jax.Array:
+    return (values - mean) / std
+
+
+@functools.partial(jax.jit, static_argnames=("n_components", "scale", "dual"))
+def _pls2_fold_predictions(
+    design: _FoldDesign,
+    Y_train: jax.Array,
+    n_components: int,
+    max_iter: int,
+    tol: float,
+    scale: bool,
+    dual: bool,
+) -> jax.Array:
+    """(K, n_test, n_targets) held-out predictions of one K-component fit, for 1..K components."""
+    y_mean, y_std = _moments(Y_train, scale)
+    Y_standard = _standardise(Y_train, y_mean, y_std)
+    if dual:
+        fit = _pls2_dual(design.train, Y_standard, n_components, max_iter, tol)
+        cross = (fit.x_scores.T @ design.train @ fit.weights) / _safe_square_norms(fit.x_scores).T
+        test_scores = design.test @ fit.weights @ _inverse_unit_triangle(cross, fit.active)
+    else:
+        fit, weights, loadings = _pls2_primal(design.train, Y_standard, n_components, max_iter, tol)
+        rotations = weights @ _inverse_unit_triangle(loadings.T @ weights, fit.active)
+        test_scores = design.test @ rotations
+    return _cumulative_predictions(test_scores, fit.y_loadings * y_std.T, y_mean)
+
+
 def _svd_flip_signs(weights: jax.Array) -> jax.Array:
     """(K,) sign of each column's largest-magnitude entry (scikit-learn's ``_svd_flip_1d``)."""
     largest = jnp.argmax(jnp.abs(weights), axis=0)
@@ -735,6 +791,9 @@ def _pls1_recursion(train: jax.Array, Y: jax.Array, n_components: int, dual: boo
     y_power = jnp.sum(residual**2, axis=0)
     trace = jnp.trace(train) if dual else jnp.sum(train**2)
     basis_rows = n_samples if dual else train.shape[1]
+    # The kernel's own rounding (relative eps) hides directions whose squared norm is below it;
+    # the design's rounding hides those below eps².
+    weight_floor = _KERNEL_FLOOR * eps if dual else _VANISHING_FLOOR * eps**2
     scores = jnp.zeros((n_components, n_samples, n_targets), dtype)
     basis = jnp.zeros((n_components, basis_rows, n_targets), dtype)
     triangle = jnp.zeros((n_components, n_components, n_targets), dtype)
@@ -755,7 +814,7 @@ def _pls1_recursion(train: jax.Array, Y: jax.Array, n_components: int, dual: boo
             direction = train.T @ residual
             weight_power = jnp.sum(direction**2, axis=0)
         usable = (residual_power > _VANISHING_FLOOR * eps**2 * y_power) & (
-            weight_power > _VANISHING_FLOOR * eps**2 * trace * residual_power
+            weight_power > weight_floor * trace * residual_power
         )
         inverse_norm = jnp.where(usable, jax.lax.rsqrt(jnp.where(usable, weight_power, 1.0)), 0.0)
         direction = direction * inverse_norm
@@ -852,7 +911,12 @@ def _column_moments(
 
 @functools.partial(jax.jit, static_argnames="scale")
 def _block_moments(X_block: jax.Array, rows: jax.Array, scale: bool) -> tuple[jax.Array, jax.Array]:
-    values = X_block[rows]
+    return _moments(X_block[rows], scale)
+
+
+@functools.partial(jax.jit, static_argnames="scale")
+def _moments(values: jax.Array, scale: bool) -> tuple[jax.Array, jax.Array]:
+    """(1, n_columns) column means and standard deviations (ddof=1; ones without ``scale``)."""
     mean = jnp.mean(values, axis=0, keepdims=True)
     if not scale:
         return mean, jnp.ones_like(mean)
@@ -923,14 +987,20 @@ def _fold_design(
 ) -> _FoldDesign:
     """Designs of one fold, centred (and scaled) on its training samples."""
     if solver == "primal":
-        X_device = jnp.asarray(X, dtype=dtype)
-        mean, std = _column_moments(X_device, train, scale, dtype, X.shape[1])
-        return _FoldDesign((X_device[train] - mean) / std, (X_device[test] - mean) / std)
+        return _primal_design(
+            jnp.asarray(X, dtype=dtype), jnp.asarray(train), jnp.asarray(test), scale
+        )
     gram = shared_gram
     if gram is None:
         mean, std = _column_moments(X, train, scale, dtype, block)
         gram = _standardised_gram(X, mean, std, dtype, block)
     return _recentred_kernels(gram, jnp.asarray(train), jnp.asarray(test))
+
+
+@functools.partial(jax.jit, static_argnames="scale")
+def _primal_design(X: jax.Array, train: jax.Array, test: jax.Array, scale: bool) -> _FoldDesign:
+    mean, std = _moments(X[train], scale)
+    return _FoldDesign(_standardise(X[train], mean, std), _standardise(X[test], mean, std))
 
 
 @jax.jit
@@ -978,7 +1048,7 @@ def _check_component_count(value: Any, limit: int, description: str) -> int:
     return count
 
 
-def _check_grid(n_components: Any) -> np.ndarray:
+def as_component_grid(n_components: Any) -> np.ndarray:
     """Sorted unique (n_grid,) int64 component counts; an int K means 1..K."""
     if isinstance(n_components, (int, np.integer)) and not isinstance(n_components, bool):
         count = _validation.check_positive_int(n_components, "n_components")
