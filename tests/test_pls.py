@@ -31,7 +31,7 @@ def make_problem(n_samples, n_features, n_targets=4, seed=0):
 # -- PLS2 ---------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("scale", [False, True])
+@pytest.mark.parametrize("scale", [False, pytest.param(True, marks=pytest.mark.slow)])
 @pytest.mark.parametrize("shape", SHAPES.values(), ids=SHAPES.keys())
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_pls2_with_25_components_equals_sklearn(shape, scale, dtype):
@@ -59,6 +59,7 @@ def test_pls2_with_one_component_equals_sklearn(shape):
     assert relative_error(result.x_weights, reference.x_weights_) <= 1e-10
 
 
+@pytest.mark.slow
 def test_pls2_cv_scores_every_count_like_a_sklearn_loop():
     X, Y = make_problem(*SHAPES["n<p"], seed=2)
     grid = [1, 2, 4, 7, 12]
@@ -113,6 +114,7 @@ def test_pls1_path_equals_sklearn_per_target_for_every_count_up_to_25(shape, dty
     assert max(errors) <= TOLERANCE[dtype], errors
 
 
+@pytest.mark.slow
 def test_pls1_path_with_scaling_equals_sklearn():
     X, Y = make_problem(*SHAPES["n<p"], seed=4)
     counts = [1, 3, 10]
@@ -122,7 +124,9 @@ def test_pls1_path_with_scaling_equals_sklearn():
 
 
 @pytest.mark.parametrize(
-    "shape,score", [(SHAPES["n<p"], "r2"), (SHAPES["n>p"], "pearson")], ids=["dual", "primal"]
+    "shape,score",
+    [(SHAPES["n<p"], "r2"), pytest.param(SHAPES["n>p"], "pearson", marks=pytest.mark.slow)],
+    ids=["dual", "primal"],
 )
 def test_pls1_cv_scores_choices_and_refit_equal_a_sklearn_loop(shape, score):
     X, Y = make_problem(*shape, n_targets=5, seed=5)
