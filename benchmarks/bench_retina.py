@@ -12,7 +12,7 @@ stimuli to 224 (``--sizes 500 --output-sizes 224`` measures that).
 
 Methods, per mode ("nearest" = the original TensorFlow path, "bilinear" = its numpy path):
 
-* ``v4jax``: ``retina_warp`` on host numpy batches (validation and host->device copy included),
+* ``v4jax``: ``retina_warp`` on host numpy batches (checks incl. the NaN scan, host->device copy),
 * ``v4jax-device``: the same on batches already on JAX's default device,
 * ``numpy`` (nearest): the same precomputed grid applied by a numpy fancy-index gather + where,
 * ``scipy`` (bilinear): ``scipy.ndimage.map_coordinates(order=1, mode="grid-constant")`` per
