@@ -259,8 +259,10 @@ def test_grid_keeps_the_angle_and_maps_radius_r_to_a_r2_plus_b_r():
 
 def test_bilinear_scales_integers_like_img_as_float():
     image = np.random.default_rng(5).integers(0, 256, size=(80, 80, 3), dtype=np.uint8)
-    warped = retina_warp(image, 64, mode="bilinear")
-    expected = retina_warp(image.astype(np.float32) / 255, 64, mode="bilinear")
+    warped = retina_warp(image, 64, mode="bilinear", input_size=96, fill_value=0.5)
+    expected = retina_warp(
+        image.astype(np.float32) / 255, 64, mode="bilinear", input_size=96, fill_value=0.5
+    )
     assert warped.dtype == jnp.float32
     np.testing.assert_allclose(np.asarray(warped), np.asarray(expected), atol=1e-6)
 

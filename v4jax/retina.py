@@ -59,7 +59,8 @@ channels and passed through the TensorFlow path as ``warp_image(img, output_size
 (``rho_f = 0.176062, a = 0.00975118, b = 1.102403``); here that is
 ``retina_warp(stimuli + 0.5, 224)`` or ``RetinaWarp(output_size=224)``. For the 128 px vim-1
 stimuli the proportional call is ``RetinaWarp(output_size=S, input_size=128)`` with any ``S`` in
-18 ... 305 (for example ``S = 128`` keeps the size, ``S = 227`` feeds AlexNet directly).
+18 ... 305 (the study's ratio 224/500 gives ``S = 57``; ``S = 128`` keeps the size; ``S = 227``
+feeds AlexNet directly).
 
 Example:
   >>> warp = RetinaWarp(output_size=224)
@@ -596,7 +597,8 @@ def retina_warp(
         exact_center=exact_center,
     )
     kind = np.dtype(images.dtype)
-    fill = _check_fill(fill_value, kind)
+    # Nearest mode writes the fill into the input dtype; bilinear mode works in float.
+    fill = _check_fill(fill_value, kind if mode == "nearest" else np.dtype(np.float64))
     check = bool(check_finite) and kind.kind == "f" and not isinstance(images, jax.core.Tracer)
     if mode == "nearest":
         flat_index = np.clip(grid.rows, 0, spatial[0] - 1) * spatial[1] + np.clip(
