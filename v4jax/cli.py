@@ -236,7 +236,7 @@ def _add_fit(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--roi", type=_parse_roi, default="V4", help="ROI name(s) or code(s)")
     parser.add_argument("--methods", nargs="+", default=["ridge", "pls"], choices=("ridge", "pls"))
     parser.add_argument(
-        "--alphas", type=_parse_floats, default="1e-2:1e6:17", help="ridge grid LOW:HIGH:COUNT"
+        "--alphas", type=_parse_floats, default="1e-2:1e10:25", help="ridge grid LOW:HIGH:COUNT"
     )
     parser.add_argument(
         "--components", type=_parse_ints, default="1:25", help="PLS component counts LOW:HIGH"
