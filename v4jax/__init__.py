@@ -1,19 +1,79 @@
-"""v4jax: predict fMRI voxel responses from deep-network features, fast and exactly."""
+"""v4jax: predict fMRI voxel responses from deep-network features, fast and exactly.
 
+Solvers are pure functions on arrays (``ridge_cv``, ``pls1_cv``, ``pls2_fit``,
+``banded_ridge_cv``, ``fit_readout``); thin scikit-learn estimators sit on top (``RidgeCV``,
+``PLS1CV``, ``PLSRegression``). ``v4jax.data`` reads vim-1, ``v4jax.models``/``v4jax.features``
+run AlexNet, ``v4jax.retina`` warps images, ``v4jax.report`` draws figures.
+"""
+
+from v4jax import data
+from v4jax.banded import BandedRidgeCVResult, banded_ridge_cv
 from v4jax.cv import make_folds
-from v4jax.estimators import RidgeCV
-from v4jax.metrics import pearson_columns, r2_columns
+from v4jax.estimators import PLS1CV, PLSRegression, RidgeCV
+from v4jax.features import RandomWeightsWarning, extract, extract_to_hdf5
+from v4jax.images import prepare_images
+from v4jax.metrics import (
+    bootstrap_ci,
+    ceiling_normalised,
+    noise_ceiling_from_ncsnr,
+    noise_ceiling_ncsnr,
+    pearson_columns,
+    permutation_null,
+    permutation_pvalues,
+    r2_columns,
+)
+from v4jax.models import AlexNet, apply_alexnet, init_params
+from v4jax.pls import PLS1CVResult, PLS2CVResult, PLS2Result, pls1_cv, pls1_path, pls2_cv, pls2_fit
+from v4jax.readout import FactorisedReadout, ReadoutResult, fit_readout, predict_readout
+from v4jax.retina import RetinaWarp, retina_fit, retina_grid, retina_warp, valid_output_sizes
 from v4jax.ridge import RidgeCVResult, ridge_cv, ridge_path
+from v4jax.weights import load_weights, save_params
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "PLS1CV",
+    "AlexNet",
+    "BandedRidgeCVResult",
+    "FactorisedReadout",
+    "PLS1CVResult",
+    "PLS2CVResult",
+    "PLS2Result",
+    "PLSRegression",
+    "RandomWeightsWarning",
+    "ReadoutResult",
+    "RetinaWarp",
     "RidgeCV",
     "RidgeCVResult",
     "__version__",
+    "apply_alexnet",
+    "banded_ridge_cv",
+    "bootstrap_ci",
+    "ceiling_normalised",
+    "data",
+    "extract",
+    "extract_to_hdf5",
+    "fit_readout",
+    "init_params",
+    "load_weights",
     "make_folds",
+    "noise_ceiling_from_ncsnr",
+    "noise_ceiling_ncsnr",
     "pearson_columns",
+    "permutation_null",
+    "permutation_pvalues",
+    "pls1_cv",
+    "pls1_path",
+    "pls2_cv",
+    "pls2_fit",
+    "predict_readout",
+    "prepare_images",
     "r2_columns",
+    "retina_fit",
+    "retina_grid",
+    "retina_warp",
     "ridge_cv",
     "ridge_path",
+    "save_params",
+    "valid_output_sizes",
 ]
