@@ -476,7 +476,10 @@ def _pooled_ridge(
     return r[index, voxels], weights[index, voxels], bias[index, voxels], index
 
 
-def _initial_params(init: _Init, pairs: np.ndarray, spatial: str, map_shape) -> Params:
+def _initial_params(
+    init: _Init, pairs: np.ndarray, spatial: str, map_shape: tuple[int, int]
+) -> Params:
+    """Parameters of every (voxel, penalty) pair, started from the grid-search optimum."""
     params = {"weights": init.weights[pairs], "bias": init.bias[pairs]}
     log_sizes = jnp.log(init.sizes[pairs])
     if spatial == "gaussian":
