@@ -25,6 +25,8 @@ reported as "weights file of the wrong variant" with the variant it does match.
 from __future__ import annotations
 
 import os
+import pickle
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -233,7 +235,13 @@ def _read_torch_file(path: Path) -> dict[str, np.ndarray]:
             "extra (pip install 'v4jax[torch]') or export the state dict to .npz/.safetensors "
             "(e.g. np.savez(f, **{k: v.numpy() for k, v in sd.items()}))."
         ) from None
-    loaded = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        loaded = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as error:
+        raise ValueError(
+            f"{path} could not be read as a PyTorch state dict ({error}); it may be truncated "
+            "or another kind of file: save it again with torch.save(model.state_dict(), path)."
+        ) from None
     if isinstance(loaded, dict) and "state_dict" in loaded:
         loaded = loaded["state_dict"]
     if not isinstance(loaded, dict):
@@ -251,20 +259,40 @@ def _read_safetensors(path: Path) -> dict[str, np.ndarray]:
         raise ImportError(
             f"reading {path.name} needs the safetensors package: pip install safetensors."
         ) from None
-    return load_file(str(path))
+    try:
+        return load_file(str(path))
+    except Exception as error:  # safetensors raises its own SafetensorError (no base class)
+        raise ValueError(
+            f"{path} could not be read as a .safetensors file ({error}); it may be truncated or "
+            "another kind of file."
+        ) from None
 
 
 def _read_npy_dict(path: Path) -> dict[str, Any]:
     try:
         loaded = np.load(path, allow_pickle=True, encoding="latin1")
-    except (ValueError, OSError) as error:
-        raise ValueError(f"{path} could not be read as a .npy file: {error}") from None
+    except (ValueError, OSError, EOFError, pickle.UnpicklingError) as error:
+        raise ValueError(
+            f"{path} could not be read as a .npy file ({error}); it may be truncated or another "
+            "kind of file."
+        ) from None
     if not (isinstance(loaded, np.ndarray) and loaded.dtype == object and loaded.shape == ()):
         raise ValueError(
             f"{path.name} is not a pickled dict of layers (bvlc_alexnet.npy format); it holds "
             f"an array of shape {getattr(loaded, 'shape', None)}."
         )
     return loaded.item()
+
+
+def _read_npz(path: Path) -> dict[str, np.ndarray]:
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            return {key: archive[key] for key in archive.files}
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as error:
+        raise ValueError(
+            f"{path} could not be read as an .npz archive of arrays ({error}); it may be "
+            "truncated or another kind of file."
+        ) from None
 
 
 def read_params(path: str | os.PathLike) -> tuple[Params, str | None]:
@@ -290,8 +318,7 @@ def read_params(path: str | os.PathLike) -> tuple[Params, str | None]:
     if suffix == ".npy":
         return caffe_npy_to_flax(_read_npy_dict(path)), None
     if suffix == ".npz":
-        with np.load(path, allow_pickle=False) as archive:
-            arrays = {key: archive[key] for key in archive.files}
+        arrays = _read_npz(path)
         if any(key.startswith(("features.", "module.features.")) for key in arrays):
             return torchvision_to_flax(arrays), None
         if any("/" in key for key in arrays):
