@@ -441,7 +441,7 @@ def _load_stimuli(data_dir: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
             f"{path} is a MATLAB v7.3 file; expected the v5 Stimuli.mat of CRCNS vim-1 "
             "(128 px images). For the 500 px images pass full_res=True."
         ) from None
-    except (ValueError, OSError, TypeError) as error:
+    except (ValueError, OSError, TypeError, scipy.io.matlab.MatReadError) as error:
         raise ValueError(
             f"{path} is not a readable MATLAB v5 file ({error}); expected the CRCNS vim-1 "
             "Stimuli.mat: download it again."
