@@ -8,6 +8,7 @@ import argparse
 import logging
 import sys
 import time
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -16,6 +17,7 @@ import numpy as np
 DEMO_VOXELS_PER_SUBJECT = 2000
 DEMO_SUBJECTS = (1, 2)
 STUDY_TEST_FRACTION = 250 / 1750
+EDGE_WARNING_FRACTION = 0.1
 
 
 class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
@@ -69,7 +71,15 @@ def _report(results: Path, figures_dir: Path) -> None:
     from v4jax.report import format_table, make_figures, summary_table
 
     figures = make_figures(results, figures_dir)
-    print(format_table(summary_table(results)))
+    rows = summary_table(results)
+    print(format_table(rows))
+    for row in rows:
+        if row["fraction_on_edge"] > EDGE_WARNING_FRACTION:
+            print(
+                f"note: {100 * row['fraction_on_edge']:.0f}% of subject {row['subject']}'s voxels "
+                f"({row['arm']}, {row['method']}) chose the grid's smallest or largest value; "
+                "widen the grid (--alphas LOW:HIGH:COUNT or --components LOW:HIGH)."
+            )
     print(f"\nresults: {results} (summary: {results.with_suffix('.json')})")
     print(f"figures: {len(figures)} files in {figures_dir}")
 
@@ -301,10 +311,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    print(f"v4jax: warning: {message}", file=sys.stderr)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``v4jax`` command: one clear message and status 2 on bad input."""
     arguments = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="v4jax: %(message)s")
+    warnings.showwarning = _show_warning
     try:
         return arguments.handler(arguments)
     except (ValueError, TypeError, FileNotFoundError, KeyError, OSError) as error:
