@@ -135,30 +135,101 @@ def ridge_cv(
     X = _validation.as_2d_float(X, "X")
     Y = _validation.as_2d_float(Y, "Y", allow_1d=True)
     _validation.check_same_samples(X, Y)
-    alpha_grid = _validation.check_alphas(alphas)
+    _validation.check_alphas(alphas)
     _validation.check_choice(score, "score", SCORES)
-    _validation.check_choice(solver, "solver", SOLVERS)
-    target_batch_size = _validation.check_positive_int(
-        target_batch_size, "target_batch_size", allow_none=True
+    decomposition = prepare_ridge(
+        X,
+        cv,
+        fit_intercept=fit_intercept,
+        solver=solver,
+        feature_block_size=feature_block_size,
+        progress=progress,
+        devices=devices,
+        dtype=_validation.compute_dtype(X, Y),
     )
+    return ridge_cv_targets(
+        decomposition, Y, alphas, score=score, target_batch_size=target_batch_size
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class RidgeDecomposition:
+    """Everything :func:`ridge_cv` computes from the design alone, reusable for any targets.
+
+    Build it once with :func:`prepare_ridge` and pass it to :func:`ridge_cv_targets` for every
+    alpha grid and every block of voxels: the fold decompositions are never recomputed.
+
+    Attributes:
+      solver: "primal" or "dual".
+      fit_intercept: whether X and Y are centred on each training set.
+      folds: ((train indices), (test indices)) per fold, as tuples (hashable).
+      fold_bases: one :class:`SpectralBasis` per fold, replicated on the mesh.
+      full: the decomposition of all samples used for the refit.
+      feature_mean: (n_features,) column means of X (dual path; zeros without intercept).
+      design: the design as given (dual path: streamed again for the coefficients), else None.
+      dtype: compute dtype. feature_block_size: features per streamed block.
+      mesh: the one-axis "voxels" mesh the decomposition is replicated on.
+      n_samples, n_features: the design's shape.
+    """
+
+    solver: str
+    fit_intercept: bool
+    folds: tuple[tuple[tuple[int, ...], tuple[int, ...]], ...]
+    fold_bases: tuple[SpectralBasis, ...]
+    full: Any
+    feature_mean: jax.Array
+    design: Any
+    dtype: np.dtype
+    feature_block_size: int
+    mesh: Any
+    n_samples: int
+    n_features: int
+
+
+def prepare_ridge(
+    X: Any,
+    cv: Any = 5,
+    *,
+    fit_intercept: bool = True,
+    solver: str = "auto",
+    feature_block_size: int = DEFAULT_FEATURE_BLOCK,
+    progress: bool | None = None,
+    devices: Sequence[jax.Device] | None = None,
+    dtype: Any = None,
+) -> RidgeDecomposition:
+    """Decompose the design once per fold (and once on all samples), for any targets.
+
+    Args:
+      X: (n_samples, n_features) design (numpy stays on the host on the dual path).
+      cv: int (contiguous folds), scikit-learn splitter, or list of (train, test) index arrays.
+      fit_intercept, solver, feature_block_size, progress, devices: as :func:`ridge_cv`.
+      dtype: compute dtype (default: float64 when x64 is on and X is float64, else float32).
+
+    Returns:
+      :class:`RidgeDecomposition`, replicated on every device of the voxel mesh.
+
+    Example:
+      >>> decomposition = prepare_ridge(X, cv=5)
+      >>> for columns in voxel_blocks:
+      ...     result = ridge_cv_targets(decomposition, Y[:, columns], alphas)
+    """
+    X = _validation.as_2d_float(X, "X")
+    _validation.check_choice(solver, "solver", SOLVERS)
     feature_block_size = _validation.check_positive_int(feature_block_size, "feature_block_size")
     n_samples, n_features = X.shape
-    n_targets = Y.shape[1]
     folds = make_folds(cv, n_samples)
-    dtype = _validation.compute_dtype(X, Y)
+    dtype = _validation.compute_dtype(X) if dtype is None else np.dtype(dtype)
     if solver == "auto":
         solver = "dual" if n_features > n_samples else "primal"
-
     mesh = voxel_mesh(devices)
-    n_padded, batch = padded_voxel_count(
-        n_targets, mesh.size, n_targets if target_batch_size is None else target_batch_size
-    )
     if solver == "primal":
         X_device = replicate(X, mesh, dtype)
         fold_bases = tuple(
             _primal_basis(X_device[train], X_device[test], fit_intercept) for train, test in folds
         )
         full = _primal_full(X_device, fit_intercept)
+        feature_mean = full.mean
+        design = None
     else:
         feature_mean = _feature_mean(X, dtype, feature_block_size, fit_intercept, mesh)
         gram = _centred_gram(X, feature_mean, dtype, feature_block_size, mesh, progress)
@@ -167,20 +238,79 @@ def ridge_cv(
             for train, test in folds
         )
         full = _dual_full(gram, fit_intercept)
-
-    fold_key = tuple((tuple(train.tolist()), tuple(test.tolist())) for train, test in folds)
-    per_voxel = _per_voxel_program(mesh, fold_key, fit_intercept, score, solver, batch)
-    alphas_device = replicate(alpha_grid, mesh, dtype)
-    Y_sharded = shard_columns(Y, mesh, n_padded, dtype)
-    cv_scores, best_alpha_index, solution, y_mean = per_voxel(
-        fold_bases, full, alphas_device, Y_sharded
+        design = X
+    return RidgeDecomposition(
+        solver=solver,
+        fit_intercept=fit_intercept,
+        folds=tuple((tuple(train.tolist()), tuple(test.tolist())) for train, test in folds),
+        fold_bases=fold_bases,
+        full=full,
+        feature_mean=feature_mean,
+        design=design,
+        dtype=dtype,
+        feature_block_size=feature_block_size,
+        mesh=mesh,
+        n_samples=n_samples,
+        n_features=n_features,
     )
-    if solver == "primal":
+
+
+def ridge_cv_targets(
+    decomposition: RidgeDecomposition,
+    Y: Any,
+    alphas: Any,
+    *,
+    score: str = "r2",
+    target_batch_size: int | None = DEFAULT_TARGET_BATCH,
+) -> RidgeCVResult:
+    """Cross-validated ridge for the targets ``Y`` on a prepared design.
+
+    The per-voxel phase of :func:`ridge_cv`: scores every alpha on every fold, picks each
+    target's alpha and refits, under ``shard_map`` over the decomposition's voxel mesh.
+
+    Args:
+      decomposition: from :func:`prepare_ridge`.
+      Y: (n_samples, n_targets) or (n_samples,) responses, in the design's sample order.
+      alphas: (n_alphas,) positive regularisation grid.
+      score: "r2" or "pearson". target_batch_size: targets per device batch (None: all).
+
+    Returns:
+      :class:`RidgeCVResult` with per-target arrays sharded over the voxel axis.
+    """
+    if not isinstance(decomposition, RidgeDecomposition):
+        raise TypeError(
+            "decomposition must come from prepare_ridge(X, cv, ...), got "
+            f"{type(decomposition).__name__}."
+        )
+    Y = _validation.as_2d_float(Y, "Y", allow_1d=True)
+    if Y.shape[0] != decomposition.n_samples:
+        raise ValueError(
+            f"Y has {Y.shape[0]} samples but the prepared design has "
+            f"{decomposition.n_samples}; they must have one row per stimulus, in the same order."
+        )
+    alpha_grid = _validation.check_alphas(alphas)
+    _validation.check_choice(score, "score", SCORES)
+    target_batch_size = _validation.check_positive_int(
+        target_batch_size, "target_batch_size", allow_none=True
+    )
+    d = decomposition
+    n_targets = Y.shape[1]
+    n_padded, batch = padded_voxel_count(
+        n_targets, d.mesh.size, n_targets if target_batch_size is None else target_batch_size
+    )
+    per_voxel = _per_voxel_program(d.mesh, d.folds, d.fit_intercept, score, d.solver, batch)
+    alphas_device = replicate(alpha_grid, d.mesh, d.dtype)
+    Y_sharded = shard_columns(Y, d.mesh, n_padded, d.dtype)
+    cv_scores, best_alpha_index, solution, y_mean = per_voxel(
+        d.fold_bases, d.full, alphas_device, Y_sharded
+    )
+    if d.solver == "primal":
         coef = solution
-        intercept = y_mean - full.mean @ coef
     else:
-        coef = _dual_to_primal(X, solution, feature_mean, dtype, feature_block_size, mesh)
-        intercept = y_mean - feature_mean @ coef
+        coef = _dual_to_primal(
+            d.design, solution, d.feature_mean, d.dtype, d.feature_block_size, d.mesh
+        )
+    intercept = y_mean - d.feature_mean @ coef
     best_alpha_index = trim_voxels(best_alpha_index, n_targets)
     return RidgeCVResult(
         best_alphas=alphas_device[best_alpha_index],
@@ -190,7 +320,7 @@ def ridge_cv(
         alphas=alpha_grid,
         best_alpha_index=best_alpha_index,
         alpha_on_edge=(best_alpha_index == 0) | (best_alpha_index == len(alpha_grid) - 1),
-        solver=solver,
+        solver=d.solver,
         score=score,
     )
 
