@@ -112,7 +112,13 @@ def check_same_samples(X: Any, Y: Any, names: Sequence[str] = ("X", "Y")) -> Non
 
 def check_alphas(alphas: Any) -> np.ndarray:
     """Validate a regularisation grid: a non-empty 1-D array of finite positive numbers."""
-    values = np.atleast_1d(np.asarray(alphas, dtype=np.float64))
+    try:
+        values = np.atleast_1d(np.asarray(alphas, dtype=np.float64))
+    except (ValueError, TypeError) as error:
+        raise TypeError(
+            f"alphas must be numbers, got {alphas!r} ({error}); for example "
+            "alphas=np.logspace(-2, 6, 17)."
+        ) from None
     if values.ndim != 1 or values.size == 0:
         raise ValueError(
             f"alphas must be a non-empty 1-D grid, got shape {values.shape}; for example "
