@@ -392,6 +392,8 @@ def extract_to_hdf5(
     """
     path = Path(path)
     partial_path = path.with_name(path.name + PARTIAL_SUFFIX)
+    if path.is_dir():
+        raise ValueError(f"{path} is a directory; pass the path of the HDF5 file to write.")
     if path.exists() and not overwrite:
         raise FileExistsError(
             f"{path} already exists; pass overwrite=True to replace it or choose another path."
