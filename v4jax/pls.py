@@ -34,18 +34,28 @@ from __future__ import annotations
 import dataclasses
 import functools
 import warnings
+from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.scipy.linalg import solve_triangular
+from jax.sharding import PartitionSpec
 from sklearn.exceptions import ConvergenceWarning
 from tqdm.auto import tqdm
 
 from v4jax import _validation
 from v4jax.cv import make_folds
 from v4jax.metrics import SCORES, score_columns
+from v4jax.sharding import (
+    VOXEL_AXIS,
+    padded_voxel_count,
+    replicate,
+    shard_columns,
+    trim_voxels,
+    voxel_mesh,
+)
 
 SOLVERS = ("auto", "primal", "dual")
 DEFAULT_TARGET_BATCH = 512
@@ -349,6 +359,7 @@ def pls1_cv(
     target_batch_size: int | None = DEFAULT_TARGET_BATCH,
     feature_block_size: int = DEFAULT_FEATURE_BLOCK,
     progress: bool | None = None,
+    devices: Sequence[jax.Device] | None = None,
 ) -> PLS1CVResult:
     """Cross-validated PLS1 per target: one single-target PLS per voxel, count chosen per voxel.
 
@@ -370,7 +381,10 @@ def pls1_cv(
       solver: "auto" (kernel form when n_features > n_samples), "primal" or "dual".
       target_batch_size: targets per batch (bounds memory); None for all at once.
       feature_block_size: features per block when building kernels and coefficients.
-      progress: progress bar over target batches (default: when there is more than one).
+      progress: progress bar over the kernel's feature blocks (default: when many).
+      devices: devices to shard the targets over (None: all local devices). The designs and
+        kernels are replicated; per-target outputs come back sharded over the voxel axis (see
+        :mod:`v4jax.sharding`; for several hosts pass ``jax.devices()``).
 
     Returns:
       :class:`PLS1CVResult`.
@@ -382,69 +396,260 @@ def pls1_cv(
     """
     X, Y, dtype, solver = _check_pls_inputs(X, Y, solver)
     _validation.check_choice(score, "score", SCORES)
+    grid = as_component_grid(n_components)
+    _check_grid_against_folds(grid, make_folds(cv, X.shape[0]), X.shape[1])
+    decomposition = prepare_pls1(
+        X,
+        cv,
+        scale=scale,
+        solver=solver,
+        feature_block_size=feature_block_size,
+        progress=progress,
+        devices=devices,
+        dtype=dtype,
+    )
+    return pls1_cv_targets(decomposition, Y, grid, score=score, target_batch_size=target_batch_size)
+
+
+@dataclasses.dataclass(frozen=True)
+class PLS1Decomposition:
+    """Everything :func:`pls1_cv` computes from the design alone, reusable for any targets.
+
+    Build it once with :func:`prepare_pls1` and pass it to :func:`pls1_cv_targets` for every
+    component grid and every block of voxels.
+
+    Attributes:
+      solver: "primal" or "dual". scale: whether X is standardised per training set.
+      folds: ((train indices), (test indices)) per fold, as tuples (hashable).
+      designs: one ``_FoldDesign`` per fold (standardised designs, or centred kernels).
+      full: the design (or kernel) of all samples, for the refit.
+      x_mean, x_std: (1, n_features) moments of all samples (std is 1 without ``scale``).
+      design: the design as given (dual path: streamed again for the coefficients), else None.
+      dtype: compute dtype. feature_block_size: features per streamed block.
+      mesh: the one-axis "voxels" mesh everything is replicated on.
+      n_samples, n_features: the design's shape.
+      max_components: the largest count any grid may ask for (smallest training fold, or
+        n_features when that is smaller).
+    """
+
+    solver: str
+    scale: bool
+    folds: tuple[tuple[tuple[int, ...], tuple[int, ...]], ...]
+    designs: tuple[Any, ...]
+    full: Any
+    x_mean: jax.Array
+    x_std: jax.Array
+    design: Any
+    dtype: np.dtype
+    feature_block_size: int
+    mesh: Any
+    n_samples: int
+    n_features: int
+    max_components: int
+
+
+def prepare_pls1(
+    X: Any,
+    cv: Any = 5,
+    *,
+    scale: bool = False,
+    solver: str = "auto",
+    feature_block_size: int = DEFAULT_FEATURE_BLOCK,
+    progress: bool | None = None,
+    devices: Sequence[jax.Device] | None = None,
+    dtype: Any = None,
+) -> PLS1Decomposition:
+    """Standardise (or kernelise) the design once per fold and on all samples, for any targets.
+
+    Args:
+      X: (n_samples, n_features) design (numpy stays on the host on the dual path).
+      cv: int (contiguous folds), scikit-learn splitter, or list of (train, test) index arrays.
+      scale, solver, feature_block_size, progress, devices: as :func:`pls1_cv`.
+      dtype: compute dtype (default: float64 when x64 is on and X is float64, else float32).
+
+    Returns:
+      :class:`PLS1Decomposition`, replicated on every device of the voxel mesh.
+
+    Example:
+      >>> decomposition = prepare_pls1(X, cv=5)
+      >>> for columns in voxel_blocks:
+      ...     result = pls1_cv_targets(decomposition, Y[:, columns], range(1, 26))
+    """
+    X = _validation.as_2d_float(X, "X")
+    _validation.check_choice(solver, "solver", SOLVERS)
+    feature_block_size = _validation.check_positive_int(feature_block_size, "feature_block_size")
+    n_samples, n_features = X.shape
+    if n_samples < 2:
+        raise ValueError(f"X has {n_samples} sample; PLS needs at least 2 samples to centre it.")
+    if solver == "auto":
+        solver = "dual" if n_features > n_samples else "primal"
+    dtype = _validation.compute_dtype(X) if dtype is None else np.dtype(dtype)
+    folds = make_folds(cv, n_samples)
+    mesh = voxel_mesh(devices)
+    if solver == "primal":
+        X = replicate(X, mesh, dtype)
+    block = feature_block_size
+    shared_gram = _shared_gram(X, solver, scale, dtype, block, mesh=mesh, progress=progress)
+    designs = tuple(
+        _fold_design(X, train, test, scale, solver, dtype, block, shared_gram, mesh=mesh)
+        for train, test in folds
+    )
+    everything = np.arange(n_samples)
+    x_mean, x_std = _column_moments(X, everything, scale, dtype, block, mesh=mesh)
+    full = _fold_design(
+        X, everything, everything[:1], scale, solver, dtype, block, shared_gram, mesh=mesh
+    )
+    return PLS1Decomposition(
+        solver=solver,
+        scale=scale,
+        folds=tuple((tuple(train.tolist()), tuple(test.tolist())) for train, test in folds),
+        designs=designs,
+        full=full,
+        x_mean=x_mean,
+        x_std=x_std,
+        design=X if solver == "dual" else None,
+        dtype=dtype,
+        feature_block_size=feature_block_size,
+        mesh=mesh,
+        n_samples=n_samples,
+        n_features=n_features,
+        max_components=min(min(len(train) for train, _ in folds), n_features),
+    )
+
+
+def pls1_cv_targets(
+    decomposition: PLS1Decomposition,
+    Y: Any,
+    n_components: Any = 25,
+    *,
+    score: str = "r2",
+    target_batch_size: int | None = DEFAULT_TARGET_BATCH,
+) -> PLS1CVResult:
+    """Cross-validated PLS1 for the targets ``Y`` on a prepared design.
+
+    The per-target phase of :func:`pls1_cv`: one batched Krylov recursion per fold scores every
+    count of the grid, each target keeps its best count and is refitted, under ``shard_map``
+    over the decomposition's voxel mesh (no cross-device communication).
+
+    Args:
+      decomposition: from :func:`prepare_pls1`.
+      Y: (n_samples, n_targets) or (n_samples,) responses, in the design's sample order.
+      n_components: grid of component counts (an int K means 1..K).
+      score: "r2" or "pearson". target_batch_size: targets per device batch (None: all).
+
+    Returns:
+      :class:`PLS1CVResult` with per-target arrays sharded over the voxel axis.
+    """
+    if not isinstance(decomposition, PLS1Decomposition):
+        raise TypeError(
+            "decomposition must come from prepare_pls1(X, cv, ...), got "
+            f"{type(decomposition).__name__}."
+        )
+    Y = _validation.as_2d_float(Y, "Y", allow_1d=True)
+    d = decomposition
+    if Y.shape[0] != d.n_samples:
+        raise ValueError(
+            f"Y has {Y.shape[0]} samples but the prepared design has {d.n_samples}; they must "
+            "have one row per stimulus, in the same order."
+        )
+    _validation.check_choice(score, "score", SCORES)
     target_batch_size = _validation.check_positive_int(
         target_batch_size, "target_batch_size", allow_none=True
     )
-    feature_block_size = _validation.check_positive_int(feature_block_size, "feature_block_size")
     grid = as_component_grid(n_components)
-    n_samples, n_features = X.shape
-    n_targets = Y.shape[1]
-    folds = make_folds(cv, n_samples)
-    n_components_max = _check_grid_against_folds(grid, folds, n_features)
-    dual = solver == "dual"
-    shared_gram = _shared_gram(X, solver, scale, dtype, feature_block_size)
-    designs = [
-        _fold_design(X, train, test, scale, solver, dtype, feature_block_size, shared_gram)
-        for train, test in folds
-    ]
-    everything = np.arange(n_samples)
-    x_mean, x_std = _column_moments(X, everything, scale, dtype, feature_block_size)
-    full = _fold_design(
-        X, everything, everything[:1], scale, solver, dtype, feature_block_size, shared_gram
+    n_components_max = _check_component_count(
+        int(grid.max()),
+        d.max_components,
+        f"min(smallest training fold, n_features) = {d.max_components}",
     )
-    grid_index = jnp.asarray(grid - 1)
+    n_targets = Y.shape[1]
+    n_padded, batch = padded_voxel_count(
+        n_targets, d.mesh.size, n_targets if target_batch_size is None else target_batch_size
+    )
+    dual = d.solver == "dual"
+    per_target = _pls1_per_target_program(
+        d.mesh, d.folds, tuple(grid.tolist()), n_components_max, dual, score, batch
+    )
+    cv_scores, best_index, basis_coef, y_mean = per_target(
+        d.designs, d.full, shard_columns(Y, d.mesh, n_padded, d.dtype)
+    )
+    if dual:
+        basis_coef = _standardised_transpose_product(
+            d.design, basis_coef, d.x_mean, d.x_std, d.dtype, d.feature_block_size, mesh=d.mesh
+        )
+    coef = basis_coef / d.x_std.T
+    intercept = y_mean - d.x_mean[0] @ coef
+    best_index = trim_voxels(best_index, n_targets)
+    return PLS1CVResult(
+        best_n_components=replicate(grid, d.mesh, np.int64)[best_index],
+        cv_scores=trim_voxels(cv_scores, n_targets),
+        coef=trim_voxels(coef, n_targets),
+        intercept=trim_voxels(intercept, n_targets),
+        n_components=grid,
+        best_index=best_index,
+        solver=d.solver,
+        score=score,
+    )
 
-    batch = n_targets if target_batch_size is None else min(target_batch_size, n_targets)
-    n_batches = -(-n_targets // batch)
-    padded = jnp.zeros((n_samples, n_batches * batch), dtype=dtype)
-    padded = padded.at[:, :n_targets].set(jnp.asarray(Y, dtype=dtype))
-    show = progress if progress is not None else n_batches > 1
-    score_parts, index_parts, coef_parts, intercept_parts = [], [], [], []
-    for number in tqdm(range(n_batches), desc="PLS1 target batches", disable=not show):
-        Y_batch = padded[:, number * batch : (number + 1) * batch]
+
+@functools.lru_cache(maxsize=32)
+def _pls1_per_target_program(
+    mesh: Any,
+    fold_key: tuple[tuple[tuple[int, ...], tuple[int, ...]], ...],
+    grid: tuple[int, ...],
+    n_components: int,
+    dual: bool,
+    score: str,
+    batch: int,
+):
+    """The jitted per-target phase: each device scores, selects and refits its own targets.
+
+    Runs under ``shard_map`` over the voxel axis (no cross-device communication); within a
+    device, targets go through ``lax.map`` in batches of ``batch``. Returns cv_scores
+    (n_grid, V), best index (V,), coefficients in the basis space (m, V) and response means
+    (V,). Cached per (mesh, folds, grid, settings), so repeated fits reuse the compiled program.
+    """
+    folds = [(np.asarray(train), np.asarray(test)) for train, test in fold_key]
+    counts = np.asarray(grid)
+
+    def one_batch(designs, full, Y):
         fold_scores = [
             _pls1_fold_scores(
-                design, Y_batch[train], Y_batch[test], grid_index, n_components_max, dual, score
+                design, Y[train], Y[test], jnp.asarray(counts - 1), n_components, dual, score
             )
             for design, (train, test) in zip(designs, folds, strict=True)
         ]
         mean_scores = jnp.mean(jnp.stack(fold_scores), axis=0)
         best_index = jnp.argmax(mean_scores, axis=0)
         basis_coef, y_mean = _pls1_refit(
-            full.train, Y_batch, jnp.asarray(grid)[best_index], n_components_max, dual
+            full.train, Y, jnp.asarray(counts)[best_index], n_components, dual
         )
-        if dual:
-            coef = _standardised_transpose_product(
-                X, basis_coef, x_mean, x_std, dtype, feature_block_size
-            )
-        else:
-            coef = basis_coef
-        coef = coef / x_std.T
-        score_parts.append(mean_scores)
-        index_parts.append(best_index)
-        coef_parts.append(coef)
-        intercept_parts.append(y_mean - x_mean[0] @ coef)
+        return mean_scores, best_index, basis_coef, y_mean
 
-    best_index = jnp.concatenate(index_parts)[:n_targets]
-    return PLS1CVResult(
-        best_n_components=jnp.asarray(grid)[best_index],
-        cv_scores=jnp.concatenate(score_parts, axis=1)[:, :n_targets],
-        coef=jnp.concatenate(coef_parts, axis=1)[:, :n_targets],
-        intercept=jnp.concatenate(intercept_parts)[:n_targets],
-        n_components=grid,
-        best_index=best_index,
-        solver=solver,
-        score=score,
+    def on_device(designs, full, Y_local):
+        n_samples, n_local = Y_local.shape
+        batches = Y_local.reshape(n_samples, n_local // batch, batch).transpose(1, 0, 2)
+        scores, best, basis_coef, y_mean = jax.lax.map(
+            lambda Y: one_batch(designs, full, Y), batches
+        )
+        return (
+            scores.transpose(1, 0, 2).reshape(scores.shape[1], n_local),
+            best.reshape(n_local),
+            basis_coef.transpose(1, 0, 2).reshape(basis_coef.shape[1], n_local),
+            y_mean.reshape(n_local),
+        )
+
+    voxels = PartitionSpec(None, VOXEL_AXIS)
+    return jax.jit(
+        jax.shard_map(
+            on_device,
+            mesh=mesh,
+            in_specs=(PartitionSpec(), PartitionSpec(), voxels),
+            out_specs=(voxels, PartitionSpec(VOXEL_AXIS), voxels, PartitionSpec(VOXEL_AXIS)),
+            # The Krylov loop's zero-initialised carries are device-invariant; there are no
+            # collectives to check, so skip the varying-axis type check.
+            check_vma=False,
+        )
     )
 
 
@@ -892,7 +1097,7 @@ def _pls1_refit(
 
 
 def _column_moments(
-    X: Any, rows: np.ndarray, scale: bool, dtype: np.dtype, block: int
+    X: Any, rows: np.ndarray, scale: bool, dtype: np.dtype, block: int, *, mesh: Any = None
 ) -> tuple[jax.Array, jax.Array]:
     """(1, n_columns) mean and standard deviation (ddof=1; 1 without ``scale``) over ``rows``.
 
@@ -902,7 +1107,7 @@ def _column_moments(
     rows = jnp.asarray(rows)
     means, stds = [], []
     for start in range(0, X.shape[1], block):
-        X_block = jnp.asarray(X[:, start : start + block], dtype=dtype)
+        X_block = _feature_block(X, start, block, dtype, mesh)
         mean, std = _block_moments(X_block, rows, scale)
         means.append(mean)
         stds.append(std)
@@ -928,13 +1133,23 @@ def _moments(values: jax.Array, scale: bool) -> tuple[jax.Array, jax.Array]:
 
 
 def _standardised_gram(
-    X: Any, mean: jax.Array, std: jax.Array, dtype: np.dtype, block: int
+    X: Any,
+    mean: jax.Array,
+    std: jax.Array,
+    dtype: np.dtype,
+    block: int,
+    *,
+    mesh: Any = None,
+    progress: bool | None = False,
 ) -> jax.Array:
     """(n_samples, n_samples) kernel of ``(X - mean) / std``, streaming feature blocks."""
     n_samples = X.shape[0]
-    gram = jnp.zeros((n_samples, n_samples), dtype=dtype)
-    for start in range(0, X.shape[1], block):
-        X_block = jnp.asarray(X[:, start : start + block], dtype=dtype)
+    zeros = np.zeros((n_samples, n_samples))
+    gram = jnp.asarray(zeros, dtype=dtype) if mesh is None else replicate(zeros, mesh, dtype)
+    starts = range(0, X.shape[1], block)
+    show = progress if progress is not None else len(starts) > 8
+    for start in tqdm(starts, desc="kernel feature blocks", disable=not show):
+        X_block = _feature_block(X, start, block, dtype, mesh)
         stop = start + X_block.shape[1]
         gram = _accumulate_gram(gram, X_block, mean[:, start:stop], std[:, start:stop])
     return gram
@@ -949,12 +1164,22 @@ def _accumulate_gram(
 
 
 def _standardised_transpose_product(
-    X: Any, M: jax.Array, mean: jax.Array, std: jax.Array, dtype: np.dtype, block: int
+    X: Any,
+    M: jax.Array,
+    mean: jax.Array,
+    std: jax.Array,
+    dtype: np.dtype,
+    block: int,
+    *,
+    mesh: Any = None,
 ) -> jax.Array:
-    """(n_features, m) ``((X - mean) / std)ᵀ M`` for M (n_samples, m), streaming feature blocks."""
+    """(n_features, m) ``((X - mean) / std)ᵀ M`` for M (n_samples, m), streaming feature blocks.
+
+    With ``M`` sharded over the voxel mesh, each device computes its own columns.
+    """
     blocks = []
     for start in range(0, X.shape[1], block):
-        X_block = jnp.asarray(X[:, start : start + block], dtype=dtype)
+        X_block = _feature_block(X, start, block, dtype, mesh)
         stop = start + X_block.shape[1]
         blocks.append(_transpose_product(X_block, M, mean[:, start:stop], std[:, start:stop]))
     return jnp.concatenate(blocks)
@@ -967,12 +1192,29 @@ def _transpose_product(
     return ((X_block - mean_block) / std_block).T @ M
 
 
-def _shared_gram(X: Any, solver: str, scale: bool, dtype: np.dtype, block: int) -> jax.Array | None:
+def _shared_gram(
+    X: Any,
+    solver: str,
+    scale: bool,
+    dtype: np.dtype,
+    block: int,
+    *,
+    mesh: Any = None,
+    progress: bool | None = False,
+) -> jax.Array | None:
     """The kernel every fold re-centres (dual path without scaling), or None."""
     if solver != "dual" or scale:
         return None
-    mean, std = _column_moments(X, np.arange(X.shape[0]), False, dtype, block)
-    return _standardised_gram(X, mean, std, dtype, block)
+    mean, std = _column_moments(X, np.arange(X.shape[0]), False, dtype, block, mesh=mesh)
+    return _standardised_gram(X, mean, std, dtype, block, mesh=mesh, progress=progress)
+
+
+def _feature_block(X: Any, start: int, block: int, dtype: np.dtype, mesh: Any) -> jax.Array:
+    """Columns ``start:start + block`` of X on the device (replicated over ``mesh`` if given)."""
+    columns = X[:, start : start + block]
+    if mesh is None:
+        return jnp.asarray(columns, dtype=dtype)
+    return replicate(columns, mesh, dtype)
 
 
 def _fold_design(
@@ -984,16 +1226,18 @@ def _fold_design(
     dtype: np.dtype,
     block: int,
     shared_gram: jax.Array | None,
+    *,
+    mesh: Any = None,
 ) -> _FoldDesign:
-    """Designs of one fold, centred (and scaled) on its training samples."""
+    """Designs of one fold, centred (and scaled) on its training samples (replicated over
+    ``mesh`` when given)."""
     if solver == "primal":
-        return _primal_design(
-            jnp.asarray(X, dtype=dtype), jnp.asarray(train), jnp.asarray(test), scale
-        )
+        X_device = jnp.asarray(X, dtype=dtype) if mesh is None else replicate(X, mesh, dtype)
+        return _primal_design(X_device, jnp.asarray(train), jnp.asarray(test), scale)
     gram = shared_gram
     if gram is None:
-        mean, std = _column_moments(X, train, scale, dtype, block)
-        gram = _standardised_gram(X, mean, std, dtype, block)
+        mean, std = _column_moments(X, train, scale, dtype, block, mesh=mesh)
+        gram = _standardised_gram(X, mean, std, dtype, block, mesh=mesh)
     return _recentred_kernels(gram, jnp.asarray(train), jnp.asarray(test))
 
 

@@ -1,0 +1,766 @@
+"""Out-of-core sweeps: many layers x hyperparameter grids x all voxels, streamed in voxel blocks.
+
+:func:`run_sweep` fits every (layer, method) pair to every voxel of a response file that need not
+fit in memory:
+
+* each layer's design is read once and decomposed once per method (:func:`v4jax.prepare_ridge`
+  or :func:`v4jax.prepare_pls1`: fold kernels / eigendecompositions); that decomposition serves
+  every alpha (or component count) and every voxel block;
+* responses are read one block of voxel columns at a time (vim-1 ``EstimatedResponses.mat``
+  through :func:`v4jax.data.open_responses`, or any 2-D HDF5 dataset (n_samples, n_voxels));
+* per block, the chosen hyperparameter, the cross-validated scores of the whole grid, held-out
+  test / validation scores and (optionally) the coefficients are written straight into the
+  results file, so memory is bounded by the block size, not by the number of voxels.
+
+Crash safety: the work happens in ``out + ".partial"``. It is created complete (every dataset
+allocated, contiguous, with fill values) in a temporary file and renamed into place, so after
+that a block only overwrites raw data at fixed offsets and then sets its flag in
+``completed_blocks``: a killed sweep can never damage blocks already recorded as done. Running
+the same sweep again resumes at the first unfinished block (refusing, with the differences, if
+inputs or settings changed); the finished file is renamed onto ``out``.
+
+Results file layout (``V`` voxels, ``G`` grid values, ``F`` features)::
+
+    attrs: format, settings (JSON), settings_sha256, n_voxels, block_voxels, n_blocks
+    voxel_columns (V,) int64    response-file column of each voxel
+    valid (V,) uint8            1 where every response of the voxel is finite
+    <layer>/<method>/           attrs: layer, features_file, dataset, method,
+                                       hyperparameter_name, n_features, solver
+        grid (G,)               alphas or component counts
+        completed_blocks (n_blocks,) uint8
+        best_hyperparameter (V,) float64, best_index (V,) int32 (-1: invalid voxel)
+        cv_scores (G, V) float32, intercept (V,) float32
+        test_r, test_r2, val_r, val_r2 (V,) float32   (the parts that exist)
+        coef (V, F) float32     one row per voxel (with save_coef)
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import functools
+import hashlib
+import json
+import logging
+import math
+import os
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import h5py
+import jax
+import jax.numpy as jnp
+import numpy as np
+from tqdm.auto import tqdm
+
+from v4jax import _validation
+from v4jax._io import atomic_path, file_sha256
+from v4jax.cv import make_folds
+from v4jax.metrics import SCORES, pearson_columns, r2_columns
+from v4jax.sharding import replicate
+
+logger = logging.getLogger(__name__)
+
+METHODS = ("ridge", "pls")
+HYPERPARAMETER_NAMES = {"ridge": "alpha", "pls": "n_components"}
+DEFAULT_ALPHAS = tuple(float(a) for a in np.logspace(-2, 10, 25))
+DEFAULT_COMPONENTS = tuple(range(1, 26))
+DEFAULT_BLOCK_VOXELS = 4096
+PARTIAL_SUFFIX = ".partial"
+FORMAT = "v4jax-sweep/1"
+
+
+# -- inputs -------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class LayerSource:
+    """One design: a dataset of a features file (from ``v4jax extract``).
+
+    Attributes:
+      name: group name of the layer in the results file.
+      path: the HDF5 features file.
+      dataset: the dataset in it, (n_images, ...) flattened to (n_images, n_features).
+    """
+
+    name: str
+    path: Path
+    dataset: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Vim1Source:
+    """vim-1 responses: ``<data_dir>/EstimatedResponses.mat``, one subject, an ROI selection.
+
+    The design's rows are the training images then the validation images.
+    """
+
+    data_dir: Path
+    subject: int = 1
+    roi: Any = "all"
+
+
+@dataclasses.dataclass(frozen=True)
+class ArraySource:
+    """A plain 2-D HDF5 dataset (n_samples, n_voxels) of responses, rows as the design's."""
+
+    path: Path
+    dataset: str
+
+
+@dataclasses.dataclass(frozen=True)
+class SweepSummary:
+    """What :func:`run_sweep` did.
+
+    Attributes:
+      path: the results file.
+      computed: (layer, method, block) of every block computed by this call, in order (blocks
+        finished by an earlier, interrupted call are not recomputed and not listed).
+      n_blocks: blocks per (layer, method).
+    """
+
+    path: Path
+    computed: tuple[tuple[str, str, int], ...]
+    n_blocks: int
+
+
+def feature_layers(
+    files: str | os.PathLike | Sequence[str | os.PathLike], layers: Sequence[str] | None = None
+) -> list[LayerSource]:
+    """Every (file, layer) pair to sweep.
+
+    Args:
+      files: one features file or several (or a directory: every ``*.h5`` in it).
+      layers: dataset names to use in each file (None: every dataset at the file's top level).
+
+    Returns:
+      One :class:`LayerSource` per pair, named by the layer (or ``<file stem>.<layer>`` when
+      there are several files).
+    """
+    if isinstance(files, (str, os.PathLike)):
+        files = [files]
+    paths: list[Path] = []
+    for entry in map(Path, files):
+        if entry.is_dir():
+            found = sorted(entry.glob("*.h5"))
+            if not found:
+                raise FileNotFoundError(f"features directory {entry} holds no *.h5 files.")
+            paths.extend(found)
+        elif not entry.exists():
+            raise FileNotFoundError(
+                f"features file {entry} does not exist; run `v4jax extract` first."
+            )
+        else:
+            paths.append(entry)
+    if not paths:
+        raise ValueError("no features files given; pass at least one.")
+    sources = []
+    for path in paths:
+        with _open_hdf5(path, "features file") as handle:
+            available = [name for name in handle if isinstance(handle[name], h5py.Dataset)]
+        names = available if layers is None else list(layers)
+        missing = [name for name in names if name not in available]
+        if missing:
+            raise ValueError(
+                f"{path} has no layer(s) {missing} (it has {available}); extract them with "
+                "`v4jax extract --layers ...` or choose others with --layers."
+            )
+        for name in names:
+            label = name if len(paths) == 1 else f"{path.stem}.{name}"
+            sources.append(LayerSource(label, path, name))
+    labels = [source.name for source in sources]
+    if len(set(labels)) != len(labels):
+        raise ValueError(f"two layers share a name in {labels}; give the files distinct names.")
+    return sources
+
+
+def parse_responses(text: str) -> ArraySource:
+    """``"FILE:DATASET"`` -> :class:`ArraySource` (the dataset after the last colon)."""
+    path, separator, dataset = str(text).rpartition(":")
+    if not separator or not path or not dataset:
+        raise ValueError(f"responses {text!r} must be FILE:DATASET, e.g. responses.h5:responses.")
+    return ArraySource(Path(path), dataset)
+
+
+def resolve_devices(devices: int | Sequence[jax.Device] | None) -> list[jax.Device] | None:
+    """``devices`` as a device list: an int N means the first N local devices; None: all."""
+    if devices is None:
+        return None
+    if isinstance(devices, (int, np.integer)) and not isinstance(devices, bool):
+        available = jax.local_devices()
+        if not 1 <= devices <= len(available):
+            raise ValueError(
+                f"devices={devices} but this process has {len(available)} local device(s); "
+                f"pass 1..{len(available)} or omit it for all."
+            )
+        return available[: int(devices)]
+    return list(devices)
+
+
+# -- response readers ---------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class _Reader:
+    """An open response source.
+
+    columns: (V,) file columns of the swept voxels. design_rows: part -> design row indices
+    ("fit", and "test" / "val" where they exist). read: block columns -> part -> (rows, b)
+    float32 responses. identity: what identifies the inputs (hashed into the settings).
+    """
+
+    columns: np.ndarray
+    design_rows: dict[str, np.ndarray]
+    read: Callable[[np.ndarray], dict[str, np.ndarray]]
+    identity: dict[str, Any]
+
+
+def _split_rows(n_rows: int, n_test: int) -> dict[str, np.ndarray]:
+    if n_test >= n_rows - 1:
+        raise ValueError(
+            f"n_test={n_test} leaves fewer than 2 of the {n_rows} training samples to fit; "
+            "use a smaller n_test."
+        )
+    rows = {"fit": np.arange(n_rows - n_test)}
+    if n_test:
+        rows["test"] = np.arange(n_rows - n_test, n_rows)
+    return rows
+
+
+@contextlib.contextmanager
+def _open_reader(source: Vim1Source | ArraySource, n_test: int) -> Iterator[_Reader]:
+    if isinstance(source, Vim1Source):
+        from v4jax.data import open_responses
+
+        with open_responses(source.data_dir, source.subject) as responses:
+            columns = responses.columns_for(source.roi)
+            rows = _split_rows(responses.n_train, n_test)
+            rows["val"] = np.arange(responses.n_train, responses.n_train + responses.n_val)
+
+            def read(block: np.ndarray) -> dict[str, np.ndarray]:
+                train, val = responses.read_voxel_block(block)
+                parts = {"fit": train[rows["fit"]], "val": val}
+                if n_test:
+                    parts["test"] = train[rows["test"]]
+                return parts
+
+            identity = {
+                "kind": "vim1",
+                "file_sha256": file_sha256(responses.path),
+                "subject": source.subject,
+                "columns_sha256": hashlib.sha256(columns.tobytes()).hexdigest(),
+            }
+            yield _Reader(columns, rows, read, identity)
+        return
+    if not isinstance(source, ArraySource):
+        raise TypeError(
+            "responses must be a Vim1Source(data_dir, subject, roi) or an ArraySource(path, "
+            f"dataset), got {type(source).__name__}."
+        )
+    with _open_hdf5(Path(source.path), "responses file") as handle:
+        if source.dataset not in handle or not isinstance(handle[source.dataset], h5py.Dataset):
+            raise ValueError(
+                f"{source.path} has no dataset {source.dataset!r}; it has {sorted(handle)}."
+            )
+        dataset = handle[source.dataset]
+        if dataset.ndim != 2 or dataset.dtype.kind not in "fiu":
+            raise ValueError(
+                f"{source.path}:{source.dataset} has shape {dataset.shape} and dtype "
+                f"{dataset.dtype}; expected a numeric (n_samples, n_voxels) array."
+            )
+        rows = _split_rows(dataset.shape[0], n_test)
+
+        def read(block: np.ndarray) -> dict[str, np.ndarray]:
+            values = np.asarray(dataset[:, int(block[0]) : int(block[-1]) + 1], dtype=np.float32)
+            return {part: values[indices] for part, indices in rows.items()}
+
+        identity = {
+            "kind": "hdf5",
+            "file_sha256": file_sha256(source.path),
+            "dataset": source.dataset,
+            "shape": list(dataset.shape),
+        }
+        yield _Reader(np.arange(dataset.shape[1]), rows, read, identity)
+
+
+@contextlib.contextmanager
+def _open_hdf5(path: Path, description: str) -> Iterator[h5py.File]:
+    if not path.exists():
+        raise FileNotFoundError(f"{description} {path} does not exist.")
+    try:
+        handle = h5py.File(path, "r")
+    except OSError as error:
+        raise ValueError(f"{description} {path} is not a readable HDF5 file ({error}).") from None
+    with handle:
+        yield handle
+
+
+def _read_design(layer: LayerSource) -> np.ndarray:
+    """(n_images, n_features) float32 design of one layer."""
+    with _open_hdf5(layer.path, "features file") as handle:
+        values = handle[layer.dataset][...]
+    return values.reshape(values.shape[0], -1).astype(np.float32, copy=False)
+
+
+def _layer_shape(layer: LayerSource) -> tuple[int, int]:
+    with _open_hdf5(layer.path, "features file") as handle:
+        shape = handle[layer.dataset].shape
+    return int(shape[0]), int(np.prod(shape[1:], dtype=np.int64))
+
+
+# -- the sweep ----------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class _Plan:
+    layers: tuple[LayerSource, ...]
+    n_features: dict[str, int]
+    methods: tuple[str, ...]
+    grids: dict[str, np.ndarray]
+    folds: list
+    score: str
+    n_voxels: int
+    n_fit: int
+    block_voxels: int
+    n_blocks: int
+    parts: tuple[str, ...]
+    save_coef: bool
+    settings: dict[str, Any]
+
+    @property
+    def settings_json(self) -> str:
+        return json.dumps(self.settings, sort_keys=True)
+
+    @property
+    def settings_sha256(self) -> str:
+        return hashlib.sha256(self.settings_json.encode()).hexdigest()
+
+    def tasks(self) -> list[tuple[LayerSource, str]]:
+        return [(layer, method) for layer in self.layers for method in self.methods]
+
+    def block(self, columns: np.ndarray, number: int) -> tuple[int, int, np.ndarray]:
+        start = number * self.block_voxels
+        stop = min(start + self.block_voxels, self.n_voxels)
+        return start, stop, columns[start:stop]
+
+
+def run_sweep(
+    layers: Sequence[LayerSource],
+    responses: Vim1Source | ArraySource,
+    out: str | os.PathLike,
+    *,
+    methods: Sequence[str] = ("ridge",),
+    alphas: Any = DEFAULT_ALPHAS,
+    n_components: Any = DEFAULT_COMPONENTS,
+    cv: Any = 5,
+    score: str = "r2",
+    n_test: int = 0,
+    block_voxels: int = DEFAULT_BLOCK_VOXELS,
+    save_coef: bool = False,
+    devices: int | Sequence[jax.Device] | None = None,
+    progress: bool = True,
+    overwrite: bool = False,
+) -> SweepSummary:
+    """Fit every layer x method x hyperparameter grid to every voxel, block by block.
+
+    Args:
+      layers: designs to sweep (see :func:`feature_layers`); each (n_images, ...) with one row
+        per response sample (vim-1: training images then validation images).
+      responses: :class:`Vim1Source` or :class:`ArraySource`.
+      out: the HDF5 results file (the layout is in this module's docstring).
+      methods: subset of ("ridge", "pls").
+      alphas: ridge grid. n_components: PLS grid (an int K means 1..K).
+      cv: folds over the fitting samples (int: contiguous folds, or a list of (train, test)).
+      score: "r2" or "pearson", the cross-validated score that picks each voxel's value.
+      n_test: the last ``n_test`` training samples are held out of the fit and scored as the
+        "test" part (vim-1 validation images are always scored as "val").
+      block_voxels: voxels read, fitted and written together (bounds memory).
+      save_coef: also store the (V, F) coefficients of every layer.
+      devices: an int N (first N local devices), a device list, or None (all local devices):
+        each block's voxels are sharded over them.
+      progress: progress bars over blocks.
+      overwrite: replace an existing finished ``out``.
+
+    Returns:
+      :class:`SweepSummary`.
+
+    Raises:
+      FileExistsError: ``out`` exists and ``overwrite`` is False.
+      ValueError: bad settings, mismatched inputs, or an unfinished sweep of ``out`` that was
+        started with different inputs or settings.
+    """
+    out = Path(out)
+    if out.exists() and not overwrite:
+        raise FileExistsError(
+            f"{out} already exists; pass overwrite=True (--overwrite) or choose another path."
+        )
+    devices = resolve_devices(devices)
+    block_voxels = _validation.check_positive_int(block_voxels, "block_voxels")
+    if isinstance(n_test, bool) or not isinstance(n_test, (int, np.integer)) or n_test < 0:
+        raise ValueError(f"n_test must be a non-negative integer, got {n_test!r}.")
+    with _open_reader(responses, n_test) as reader:
+        plan = _make_plan(
+            layers, reader, methods, alphas, n_components, cv, score, block_voxels, save_coef
+        )
+        partial = out.with_name(out.name + PARTIAL_SUFFIX)
+        computed: list[tuple[str, str, int]] = []
+        with _open_partial(partial, plan, reader) as handle:
+            for layer in plan.layers:
+                pending = [
+                    method
+                    for method in plan.methods
+                    if not np.all(handle[f"{layer.name}/{method}/completed_blocks"][...])
+                ]
+                if not pending:
+                    continue
+                design = _read_design(layer)
+                for method in pending:
+                    computed += _sweep_task(
+                        handle, plan, reader, design, layer, method, devices, progress
+                    )
+    os.replace(partial, out)
+    return SweepSummary(out, tuple(computed), plan.n_blocks)
+
+
+def _make_plan(
+    layers: Sequence[LayerSource],
+    reader: _Reader,
+    methods: Sequence[str],
+    alphas: Any,
+    n_components: Any,
+    cv: Any,
+    score: str,
+    block_voxels: int,
+    save_coef: bool,
+) -> _Plan:
+    from v4jax.pls import as_component_grid
+
+    layers = tuple(layers)
+    if not layers or not all(isinstance(layer, LayerSource) for layer in layers):
+        raise TypeError("layers must be a non-empty list of LayerSource (see feature_layers).")
+    methods = tuple(methods)
+    unknown = sorted(set(methods) - set(METHODS))
+    if unknown or not methods:
+        raise ValueError(f"unknown or no method(s) {unknown}; choose from {list(METHODS)}.")
+    _validation.check_choice(score, "score", SCORES)
+    grids = {}
+    if "ridge" in methods:
+        grids["ridge"] = _validation.check_alphas(alphas)
+    if "pls" in methods:
+        grids["pls"] = as_component_grid(n_components).astype(np.float64)
+    n_rows = max(int(indices.max()) for indices in reader.design_rows.values()) + 1
+    n_features = {}
+    for layer in layers:
+        rows, n_features[layer.name] = _layer_shape(layer)
+        if rows != n_rows:
+            raise ValueError(
+                f"layer {layer.name!r} ({layer.path}) has {rows} images but the responses have "
+                f"{n_rows} samples; extract the features of the same stimuli, in order."
+            )
+    n_fit = reader.design_rows["fit"].size
+    folds = make_folds(cv, n_fit)
+    folds_digest = hashlib.sha256()
+    for train, test in folds:
+        folds_digest.update(np.asarray(train, np.int64).tobytes() + b"|")
+        folds_digest.update(np.asarray(test, np.int64).tobytes() + b";")
+    n_voxels = int(reader.columns.size)
+    settings = {
+        "format": FORMAT,
+        "responses": reader.identity,
+        "layers": [
+            {"name": layer.name, "dataset": layer.dataset, "file_sha256": file_sha256(layer.path)}
+            for layer in layers
+        ],
+        "methods": list(methods),
+        "grids": {method: grid.tolist() for method, grid in grids.items()},
+        "folds_sha256": folds_digest.hexdigest(),
+        "score": score,
+        "parts": sorted(reader.design_rows),
+        "n_test": int(reader.design_rows.get("test", np.empty(0)).size),
+        "block_voxels": block_voxels,
+        "save_coef": bool(save_coef),
+    }
+    return _Plan(
+        layers=layers,
+        n_features=n_features,
+        methods=methods,
+        grids=grids,
+        folds=folds,
+        score=score,
+        n_voxels=n_voxels,
+        n_fit=n_fit,
+        block_voxels=block_voxels,
+        n_blocks=math.ceil(n_voxels / block_voxels),
+        parts=tuple(part for part in ("test", "val") if part in reader.design_rows),
+        save_coef=bool(save_coef),
+        settings=settings,
+    )
+
+
+@contextlib.contextmanager
+def _open_partial(partial: Path, plan: _Plan, reader: _Reader) -> Iterator[h5py.File]:
+    """The unfinished results file: resumed after checking its settings, or created whole."""
+    if not partial.exists():
+        with atomic_path(partial) as temporary:
+            with h5py.File(temporary, "w") as handle:
+                _create_layout(handle, plan, reader)
+    try:
+        handle = h5py.File(partial, "r+")
+    except OSError as error:
+        raise ValueError(
+            f"the unfinished sweep {partial} cannot be opened ({error}); delete it to start over."
+        ) from None
+    with handle:
+        stored = handle.attrs.get("settings_sha256")
+        if stored != plan.settings_sha256:
+            raise ValueError(
+                f"cannot resume {partial}: it was started with different inputs or settings "
+                f"({_settings_differences(handle.attrs.get('settings'), plan.settings)}). Rerun "
+                "with the same arguments, or delete the .partial file to start over."
+            )
+        done = sum(
+            int(np.sum(handle[f"{layer.name}/{method}/completed_blocks"][...]))
+            for layer, method in plan.tasks()
+        )
+        if done:
+            logger.info("resuming %s: %d block(s) already done", partial, done)
+        yield handle
+
+
+def _settings_differences(stored: Any, settings: dict[str, Any]) -> str:
+    try:
+        previous = json.loads(stored)
+    except (TypeError, ValueError):
+        return "the file records no readable settings"
+    keys = sorted(set(previous) | set(settings))
+    changed = [key for key in keys if previous.get(key) != settings.get(key)]
+    return "changed: " + ", ".join(changed) if changed else "the settings hash differs"
+
+
+def _fixed_dataset(
+    group: h5py.Group, name: str, shape: tuple[int, ...], dtype: Any, fill: Any
+) -> h5py.Dataset:
+    """A contiguous dataset allocated and filled at creation.
+
+    Later writes only overwrite raw data at fixed offsets: no HDF5 metadata changes after the
+    file is created, so an interrupted write cannot damage the rest of the file.
+    """
+    properties = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
+    properties.set_alloc_time(h5py.h5d.ALLOC_TIME_EARLY)
+    properties.set_fill_time(h5py.h5d.FILL_TIME_ALLOC)
+    return group.create_dataset(name, shape=shape, dtype=dtype, fillvalue=fill, dcpl=properties)
+
+
+def _create_layout(handle: h5py.File, plan: _Plan, reader: _Reader) -> None:
+    handle.attrs.update(
+        {
+            "format": FORMAT,
+            "settings": plan.settings_json,
+            "settings_sha256": plan.settings_sha256,
+            "n_voxels": plan.n_voxels,
+            "block_voxels": plan.block_voxels,
+            "n_blocks": plan.n_blocks,
+        }
+    )
+    handle.create_dataset("voxel_columns", data=reader.columns.astype(np.int64))
+    _fixed_dataset(handle, "valid", (plan.n_voxels,), np.uint8, 0)
+    for layer, method in plan.tasks():
+        group = handle.create_group(f"{layer.name}/{method}")
+        group.attrs.update(
+            {
+                "layer": layer.name,
+                "features_file": str(layer.path),
+                "dataset": layer.dataset,
+                "method": method,
+                "hyperparameter_name": HYPERPARAMETER_NAMES[method],
+                "n_features": plan.n_features[layer.name],
+                "solver": "dual" if plan.n_features[layer.name] > plan.n_fit else "primal",
+            }
+        )
+        grid = plan.grids[method]
+        group.create_dataset("grid", data=grid if method == "ridge" else grid.astype(np.int64))
+        _fixed_dataset(group, "completed_blocks", (plan.n_blocks,), np.uint8, 0)
+        _fixed_dataset(group, "best_hyperparameter", (plan.n_voxels,), np.float64, np.nan)
+        _fixed_dataset(group, "best_index", (plan.n_voxels,), np.int32, -1)
+        _fixed_dataset(group, "cv_scores", (grid.size, plan.n_voxels), np.float32, np.nan)
+        _fixed_dataset(group, "intercept", (plan.n_voxels,), np.float32, np.nan)
+        for part in plan.parts:
+            for name in ("r", "r2"):
+                _fixed_dataset(group, f"{part}_{name}", (plan.n_voxels,), np.float32, np.nan)
+        if plan.save_coef:
+            shape = (plan.n_voxels, plan.n_features[layer.name])
+            _fixed_dataset(group, "coef", shape, np.float32, np.nan)
+
+
+def _sweep_task(
+    handle: h5py.File,
+    plan: _Plan,
+    reader: _Reader,
+    design: np.ndarray,
+    layer: LayerSource,
+    method: str,
+    devices: list[jax.Device] | None,
+    progress: bool,
+) -> list[tuple[str, str, int]]:
+    """Decompose the layer once for ``method`` and fit every unfinished voxel block."""
+    from v4jax.pls import pls1_cv_targets, prepare_pls1
+    from v4jax.ridge import prepare_ridge, ridge_cv_targets
+
+    group = handle[f"{layer.name}/{method}"]
+    completed = group["completed_blocks"]
+    pending = np.flatnonzero(completed[...] == 0)
+    X_fit = design[reader.design_rows["fit"]]
+    if method == "ridge":
+        decomposition = prepare_ridge(X_fit, plan.folds, devices=devices, progress=progress)
+        fit = functools.partial(ridge_cv_targets, decomposition, alphas=plan.grids["ridge"])
+    else:
+        decomposition = prepare_pls1(X_fit, plan.folds, devices=devices, progress=progress)
+        grid = plan.grids["pls"].astype(np.int64)
+        fit = functools.partial(pls1_cv_targets, decomposition, n_components=grid)
+    held_out = {
+        part: replicate(design[reader.design_rows[part]], decomposition.mesh, np.float32)
+        for part in plan.parts
+    }
+    computed = []
+    description = f"{layer.name} {method}"
+    for number in tqdm(pending, desc=description, disable=not progress):
+        start, stop, columns = plan.block(reader.columns, int(number))
+        responses = reader.read(columns)
+        valid = np.all([np.all(np.isfinite(values), axis=0) for values in responses.values()], 0)
+        if not np.all(valid):
+            warnings.warn(
+                f"{description}: {int(np.sum(~valid))} voxel(s) of block {number} have NaN or "
+                "inf responses; their results are NaN (valid = 0 in the results file).",
+                stacklevel=3,
+            )
+        # A short last block is padded with zero voxels so every block reuses one program.
+        padding = plan.block_voxels - columns.size
+        valid = np.pad(valid, (0, padding))
+        responses = {
+            part: np.pad(np.where(valid[: columns.size], values, 0.0), ((0, 0), (0, padding)))
+            for part, values in responses.items()
+        }
+        result = fit(responses["fit"], score=plan.score)
+        best_index = np.asarray(result.best_alpha_index if method == "ridge" else result.best_index)
+        outputs = {
+            "best_index": np.where(valid, best_index, -1),
+            "best_hyperparameter": np.where(valid, plan.grids[method][best_index], np.nan),
+            "cv_scores": np.where(valid, np.asarray(result.cv_scores), np.nan),
+            "intercept": np.where(valid, np.asarray(result.intercept), np.nan),
+        }
+        for part, X_part in held_out.items():
+            r, r2 = _held_out_scores(X_part, result.coef, result.intercept, responses[part])
+            outputs[f"{part}_r"] = np.where(valid, np.asarray(r), np.nan)
+            outputs[f"{part}_r2"] = np.where(valid, np.asarray(r2), np.nan)
+        width = stop - start
+        for name, values in outputs.items():
+            group[name][..., start:stop] = values[..., :width]
+        if plan.save_coef:
+            coef = np.where(valid[:, None], np.asarray(result.coef).T, np.nan)
+            group["coef"][start:stop] = coef[:width]
+        handle["valid"][start:stop] = valid[:width]
+        handle.flush()
+        completed[number] = 1
+        handle.flush()
+        logger.info("%s: block %d of %d written", description, number + 1, plan.n_blocks)
+        computed.append((layer.name, method, int(number)))
+    return computed
+
+
+@jax.jit
+def _held_out_scores(
+    X: jax.Array, coef: jax.Array, intercept: jax.Array, Y: jax.Array
+) -> tuple[jax.Array, jax.Array]:
+    """(b,) Pearson r and R² of ``X @ coef + intercept`` against ``Y`` (n, b)."""
+    predictions = X @ coef + intercept
+    Y = jnp.asarray(Y, dtype=predictions.dtype)
+    return pearson_columns(Y, predictions), r2_columns(Y, predictions)
+
+
+# -- command line -------------------------------------------------------------------------------
+
+
+def add_sweep_command(subparsers: Any) -> argparse.ArgumentParser:
+    """Register ``v4jax sweep`` on the CLI's sub-command parsers."""
+    from v4jax.cli import _Formatter, _parse_floats, _parse_ints, _parse_roi
+
+    parser = subparsers.add_parser(
+        "sweep",
+        help="many layers x alphas / component counts x all voxels, streamed in voxel blocks",
+        description="Fit ridge and/or per-voxel PLS for every layer of the features file(s) to "
+        "every voxel, reading and writing one block of voxels at a time. Each layer is "
+        "decomposed once per method and reused for the whole grid and every block. An "
+        "interrupted sweep resumes at the next unfinished block when rerun with the same "
+        "arguments.",
+        formatter_class=_Formatter,
+    )
+    features = parser.add_mutually_exclusive_group(required=True)
+    features.add_argument("--features", nargs="+", metavar="FILE", help="features file(s)")
+    features.add_argument("--features-dir", help="directory: every *.h5 features file in it")
+    parser.add_argument("--layers", nargs="+", help="layers (datasets) to sweep; default: all")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--data-dir", help="directory with the CRCNS vim-1 .mat files")
+    source.add_argument(
+        "--responses", metavar="FILE:DATASET", help="2-D HDF5 responses (n_samples, n_voxels)"
+    )
+    parser.add_argument("--subject", type=int, default=1, help="vim-1 subject (with --data-dir)")
+    parser.add_argument(
+        "--roi", type=_parse_roi, default="all", help="ROI name(s) or code(s) (with --data-dir)"
+    )
+    parser.add_argument("--methods", nargs="+", default=["ridge"], choices=METHODS)
+    parser.add_argument(
+        "--alphas", type=_parse_floats, default="1e-2:1e10:25", help="ridge grid LOW:HIGH:COUNT"
+    )
+    parser.add_argument(
+        "--components", type=_parse_ints, default="1:25", help="PLS component counts LOW:HIGH"
+    )
+    parser.add_argument("--cv", type=int, default=5, help="cross-validation folds")
+    parser.add_argument("--score", default="r2", choices=SCORES, help="selection score")
+    parser.add_argument(
+        "--n-test", type=int, default=0, help="last training samples held out as a test part"
+    )
+    parser.add_argument(
+        "--block-voxels", type=int, default=DEFAULT_BLOCK_VOXELS, help="voxels per block"
+    )
+    parser.add_argument("--devices", type=int, help="use the first N local devices (default: all)")
+    parser.add_argument("--save-coef", action="store_true", help="store coefficients too")
+    parser.add_argument("--out", default="sweep.h5", help="results HDF5 file")
+    parser.add_argument("--overwrite", action="store_true", help="replace a finished --out")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.set_defaults(handler=_sweep_command)
+    return parser
+
+
+def _sweep_command(arguments: argparse.Namespace) -> int:
+    files = [arguments.features_dir] if arguments.features_dir else arguments.features
+    layers = feature_layers(files, arguments.layers)
+    if arguments.data_dir:
+        responses: Vim1Source | ArraySource = Vim1Source(
+            Path(arguments.data_dir), arguments.subject, arguments.roi
+        )
+    else:
+        responses = parse_responses(arguments.responses)
+    summary = run_sweep(
+        layers,
+        responses,
+        arguments.out,
+        methods=arguments.methods,
+        alphas=arguments.alphas,
+        n_components=arguments.components,
+        cv=arguments.cv,
+        score=arguments.score,
+        n_test=arguments.n_test,
+        block_voxels=arguments.block_voxels,
+        save_coef=arguments.save_coef,
+        devices=arguments.devices,
+        progress=not arguments.quiet,
+        overwrite=arguments.overwrite,
+    )
+    print(
+        f"results: {summary.path} ({len(summary.computed)} block(s) computed, "
+        f"{summary.n_blocks} per layer and method)"
+    )
+    return 0
