@@ -1,0 +1,266 @@
+"""Out-of-core sweeps: block results equal whole-array fits, crash-safe resume, CLI."""
+
+import argparse
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+from v4jax import make_folds
+from v4jax.pls import pls1_cv
+from v4jax.ridge import ridge_cv
+from v4jax.sweep import (
+    PARTIAL_SUFFIX,
+    ArraySource,
+    add_sweep_command,
+    feature_layers,
+    parse_responses,
+    resolve_devices,
+    run_sweep,
+)
+
+ALPHAS = (0.1, 10.0, 1000.0)
+N_SAMPLES, N_TEST, N_VOXELS = 70, 10, 22
+NAN_VOXEL = 5
+WORKER = Path(__file__).parent / "helpers" / "sweep_worker.py"
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory):
+    """Features file (a dual-path and a primal-path layer) and a responses file with one NaN."""
+    folder = tmp_path_factory.mktemp("sweep_inputs")
+    rng = np.random.default_rng(8)
+    wide = rng.standard_normal((N_SAMPLES, 3, 30)).astype(np.float32) + 1.0
+    narrow = rng.standard_normal((N_SAMPLES, 20)).astype(np.float32)
+    signal_part = wide.reshape(N_SAMPLES, -1) @ rng.standard_normal((90, N_VOXELS))
+    noise = rng.standard_normal((N_SAMPLES, N_VOXELS)) * rng.uniform(1, 20, N_VOXELS)
+    responses = (signal_part + noise).astype(np.float32)
+    responses[3, NAN_VOXEL] = np.nan
+    with h5py.File(folder / "features.h5", "w") as handle:
+        handle["wide"] = wide
+        handle["narrow"] = narrow
+    with h5py.File(folder / "responses.h5", "w") as handle:
+        handle.create_dataset("Y", data=responses, chunks=(N_SAMPLES, 4))
+    return {
+        "features": folder / "features.h5",
+        "responses": ArraySource(folder / "responses.h5", "Y"),
+        "designs": {"wide": wide.reshape(N_SAMPLES, -1), "narrow": narrow},
+        "Y": responses,
+    }
+
+
+def sweep(inputs, out, **settings):
+    arguments = {
+        "methods": ("ridge", "pls"),
+        "alphas": ALPHAS,
+        "n_components": 3,
+        "cv": 3,
+        "n_test": N_TEST,
+        "block_voxels": 4,
+        "progress": False,
+    }
+    arguments.update(settings)
+    return run_sweep(feature_layers(inputs["features"]), inputs["responses"], out, **arguments)
+
+
+def read_results(path):
+    with h5py.File(path, "r") as handle:
+        results = {}
+        handle.visititems(
+            lambda name, item: results.__setitem__(name, item[...])
+            if isinstance(item, h5py.Dataset)
+            else None
+        )
+        return results, dict(handle.attrs)
+
+
+def test_block_results_equal_whole_array_fits_and_a_numpy_score(inputs, tmp_path):
+    with pytest.warns(UserWarning, match="1 voxel"):
+        summary = sweep(inputs, tmp_path / "out.h5", save_coef=True, devices=2)
+    assert summary.n_blocks == 6 and len(summary.computed) == 2 * 2 * 6
+    assert not (tmp_path / ("out.h5" + PARTIAL_SUFFIX)).exists()
+    results, attrs = read_results(tmp_path / "out.h5")
+    assert attrs["n_voxels"] == N_VOXELS
+    keep = np.arange(N_VOXELS) != NAN_VOXEL
+    np.testing.assert_array_equal(results["valid"], keep)
+    Y = inputs["Y"][:, keep].astype(np.float64)
+    fit, test = slice(0, N_SAMPLES - N_TEST), slice(N_SAMPLES - N_TEST, N_SAMPLES)
+    folds = make_folds(3, N_SAMPLES - N_TEST)
+    for layer, X in inputs["designs"].items():
+        X = X.astype(np.float64)
+        references = {
+            "ridge": ridge_cv(X[fit], Y[fit], ALPHAS, cv=folds),
+            "pls": pls1_cv(X[fit], Y[fit], 3, cv=folds),
+        }
+        for method, reference in references.items():
+            group = f"{layer}/{method}/"
+            assert np.all(results[group + "completed_blocks"] == 1)
+            best = np.asarray(
+                reference.best_alphas if method == "ridge" else reference.best_n_components
+            )
+            agree = results[group + "best_hyperparameter"][keep] == best
+            assert agree.mean() >= 0.9, (layer, method)  # float32 sweep vs float64 reference
+            np.testing.assert_allclose(
+                results[group + "cv_scores"][:, keep], np.asarray(reference.cv_scores),
+                rtol=2e-3, atol=2e-3,
+            )  # fmt: skip
+            assert np.all(np.isnan(results[group + "cv_scores"][:, NAN_VOXEL]))
+            assert results[group + "best_index"][NAN_VOXEL] == -1
+            # Held-out scores, recomputed in numpy from the stored coefficients.
+            coef = results[group + "coef"][keep].T.astype(np.float64)
+            predictions = X[test] @ coef + results[group + "intercept"][keep]
+            numpy_r = [np.corrcoef(Y[test, v], predictions[:, v])[0, 1] for v in range(Y.shape[1])]
+            np.testing.assert_allclose(results[group + "test_r"][keep], numpy_r, atol=1e-4)
+            matching = agree[None, :]
+            reference_coef = np.asarray(reference.coef)
+            error = np.linalg.norm((coef - reference_coef) * matching) / np.linalg.norm(
+                reference_coef * matching
+            )
+            assert error < 1e-3, (layer, method, error)
+
+
+class _Interrupt(RuntimeError):
+    pass
+
+
+class _InterruptAfter(logging.Handler):
+    """Raises inside the sweep once ``count`` blocks have been written."""
+
+    def __init__(self, count):
+        super().__init__(logging.INFO)
+        self.remaining = count
+
+    def emit(self, record):
+        if "written" not in record.getMessage():
+            return
+        self.remaining -= 1
+        if self.remaining == 0:
+            raise _Interrupt
+
+
+def test_an_interrupted_sweep_resumes_and_refuses_changed_settings(inputs, tmp_path):
+    out = tmp_path / "out.h5"
+    sweep_logger = logging.getLogger("v4jax.sweep")
+    handler = _InterruptAfter(3)
+    sweep_logger.addHandler(handler)
+    sweep_logger.setLevel(logging.INFO)
+    try:
+        with pytest.raises(_Interrupt), pytest.warns(UserWarning):
+            sweep(inputs, out, methods=("ridge",), devices=1)
+    finally:
+        sweep_logger.removeHandler(handler)
+        sweep_logger.setLevel(logging.NOTSET)
+    partial = tmp_path / ("out.h5" + PARTIAL_SUFFIX)
+    assert partial.exists() and not out.exists()
+    with pytest.raises(ValueError, match=r"cannot resume.*changed: grids"):
+        sweep(inputs, out, methods=("ridge",), alphas=(1.0, 2.0))
+    with pytest.warns(UserWarning):
+        summary = sweep(inputs, out, methods=("ridge",), devices=1)
+    assert [block for _, _, block in summary.computed[:3]] == [3, 4, 5]
+    assert len(summary.computed) == 2 * 6 - 3
+    with pytest.raises(FileExistsError, match="overwrite"):
+        sweep(inputs, out, methods=("ridge",))
+    with pytest.warns(UserWarning):
+        sweep(inputs, tmp_path / "whole.h5", methods=("ridge",), devices=1)
+    resumed, _ = read_results(out)
+    whole, _ = read_results(tmp_path / "whole.h5")
+    assert resumed.keys() == whole.keys()
+    for name in whole:
+        np.testing.assert_array_equal(resumed[name], whole[name], err_msg=name)
+
+
+def _completed_blocks(partial):
+    try:
+        with h5py.File(partial, "r", locking=False) as handle:
+            return {
+                name: handle[f"{name}/completed_blocks"][...].copy()
+                for name in ("wide/ridge", "wide/pls", "narrow/ridge", "narrow/pls")
+            }
+    except (OSError, KeyError):
+        return None
+
+
+def test_a_killed_sweep_process_resumes_without_recomputing_finished_blocks(inputs, tmp_path):
+    out = tmp_path / "out.h5"
+    partial = tmp_path / ("out.h5" + PARTIAL_SUFFIX)
+    responses = f"{inputs['responses'].path}:Y"
+    process = subprocess.Popen(
+        [sys.executable, str(WORKER), str(inputs["features"]), responses, str(out), "0.4"],
+        env={**os.environ, "JAX_PLATFORMS": "cpu"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        deadline = time.monotonic() + 150
+        while time.monotonic() < deadline and process.poll() is None:
+            done = _completed_blocks(partial) if partial.exists() else None
+            if done is not None and sum(int(flags.sum()) for flags in done.values()) >= 3:
+                break
+            time.sleep(0.05)
+        assert process.poll() is None, process.stdout.read().decode()[-3000:]
+        os.kill(process.pid, signal.SIGKILL)
+        process.wait(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=30)
+        process.stdout.close()
+    assert not out.exists()
+    before = _completed_blocks(partial)
+    finished = {(name, block) for name, flags in before.items() for block in np.flatnonzero(flags)}
+    assert 3 <= len(finished) < 24
+    with pytest.warns(UserWarning):
+        summary = sweep(inputs, out, devices=1)
+    recomputed = {(f"{layer}/{method}", block) for layer, method, block in summary.computed}
+    assert not recomputed & finished
+    assert len(recomputed) + len(finished) == 24
+    with pytest.warns(UserWarning):
+        sweep(inputs, tmp_path / "whole.h5", devices=1)
+    resumed, _ = read_results(out)
+    whole, _ = read_results(tmp_path / "whole.h5")
+    for name in whole:
+        np.testing.assert_allclose(resumed[name], whole[name], rtol=1e-6, atol=1e-7, err_msg=name)
+
+
+def test_command_line_sweep_and_input_errors(inputs, tmp_path):
+    parser = argparse.ArgumentParser()
+    add_sweep_command(parser.add_subparsers(dest="command"))
+    out = tmp_path / "cli.h5"
+    arguments = parser.parse_args(
+        ["sweep", "--features", str(inputs["features"]), "--layers", "narrow",
+         "--responses", f"{inputs['responses'].path}:Y", "--alphas", "0.1,10,1000", "--cv", "3",
+         "--n-test", str(N_TEST), "--block-voxels", "8", "--devices", "1", "--out", str(out),
+         "--quiet"]
+    )  # fmt: skip
+    with pytest.warns(UserWarning):
+        assert arguments.handler(arguments) == 0
+    results, _ = read_results(out)
+    assert set(results) >= {"narrow/ridge/best_hyperparameter", "narrow/ridge/test_r2"}
+    assert "wide/ridge/cv_scores" not in results
+    assert np.isfinite(results["narrow/ridge/test_r"][np.arange(N_VOXELS) != NAN_VOXEL]).all()
+
+    with pytest.raises(ValueError, match="FILE:DATASET"):
+        parse_responses("responses.h5")
+    with pytest.raises(ValueError, match="no layer"):
+        feature_layers(inputs["features"], ["conv9"])
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        feature_layers(tmp_path / "missing.h5")
+    with pytest.raises(ValueError, match="local device"):
+        resolve_devices(99)
+    with pytest.raises(ValueError, match="no dataset"):
+        run_sweep(feature_layers(inputs["features"]), ArraySource(inputs["responses"].path, "Z"),
+                  tmp_path / "x.h5")  # fmt: skip
+    short = tmp_path / "short.h5"
+    with h5py.File(short, "w") as handle:
+        handle["Y"] = inputs["Y"][:50]
+    with pytest.raises(ValueError, match="has 70 images but the responses have 50"):
+        run_sweep(feature_layers(inputs["features"]), ArraySource(short, "Y"), tmp_path / "y.h5")
+    with pytest.raises(ValueError, match="unknown or no method"):
+        sweep(inputs, tmp_path / "z.h5", methods=("lasso",))
