@@ -17,6 +17,7 @@ from tqdm.auto import tqdm
 
 from v4jax._validation import (
     as_2d_float,
+    check_all_finite,
     check_choice,
     check_numeric_dtype,
     check_positive_int,
@@ -36,9 +37,12 @@ def r2_columns(y_true: ArrayLike, y_pred: ArrayLike) -> jax.Array:
     Returns:
       (..., n_targets): 1 - SS_res / SS_tot, with SS_tot about ``y_true``'s own mean; 0 for a
       constant ``y_true``.
+
+    Raises:
+      TypeError for non-real dtypes; ValueError for fewer than 2 axes, empty or
+      non-broadcastable shapes, and NaN/inf in concrete (not traced) inputs.
     """
-    y_true = jnp.asarray(y_true)
-    y_pred = jnp.asarray(y_pred)
+    y_true, y_pred = _score_pair(y_true, y_pred)
     residual = jnp.sum((y_true - y_pred) ** 2, axis=-2)
     total = jnp.sum((y_true - jnp.mean(y_true, axis=-2, keepdims=True)) ** 2, axis=-2)
     defined = total > _constant_floor(y_true)
@@ -54,9 +58,11 @@ def pearson_columns(y_true: ArrayLike, y_pred: ArrayLike) -> jax.Array:
 
     Returns:
       (..., n_targets) correlations in [-1, 1]; 0 where either side is constant.
+
+    Raises:
+      As :func:`r2_columns`.
     """
-    y_true = jnp.asarray(y_true)
-    y_pred = jnp.asarray(y_pred)
+    y_true, y_pred = _score_pair(y_true, y_pred)
     true_centred = y_true - jnp.mean(y_true, axis=-2, keepdims=True)
     pred_centred = y_pred - jnp.mean(y_pred, axis=-2, keepdims=True)
     covariance = jnp.sum(true_centred * pred_centred, axis=-2)
@@ -65,6 +71,40 @@ def pearson_columns(y_true: ArrayLike, y_pred: ArrayLike) -> jax.Array:
     defined = (true_power > _constant_floor(y_true)) & (pred_power > _constant_floor(y_pred))
     denominator = jnp.sqrt(jnp.where(defined, true_power * pred_power, 1.0))
     return jnp.where(defined, covariance / denominator, 0.0)
+
+
+def _score_pair(y_true: ArrayLike, y_pred: ArrayLike) -> tuple[jax.Array, jax.Array]:
+    """Check truth and prediction of the scores; shapes and dtypes also under ``jax.jit``.
+
+    NaN/inf are refused only for concrete arrays (a traced value cannot raise): a score over
+    them would otherwise come out as 0, indistinguishable from a constant target.
+    """
+    arrays = []
+    for name, values in (("y_true", y_true), ("y_pred", y_pred)):
+        if values is None or isinstance(values, (str, bytes)):
+            raise TypeError(f"{name} must be an array of numbers, got {type(values).__name__}.")
+        if not hasattr(values, "dtype"):
+            values = np.asarray(values)
+        check_numeric_dtype(values, name)
+        if values.ndim < 2:
+            raise ValueError(
+                f"{name} must be (..., n_samples, n_targets), got shape {tuple(values.shape)}; "
+                "make a single target a column with y[:, None]."
+            )
+        if values.shape[-2] == 0 or values.shape[-1] == 0:
+            raise ValueError(f"{name} is empty (shape {tuple(values.shape)}).")
+        arrays.append(values)
+    try:
+        np.broadcast_shapes(arrays[0].shape, arrays[1].shape)
+    except ValueError:
+        raise ValueError(
+            f"y_true has shape {tuple(arrays[0].shape)} but y_pred has "
+            f"{tuple(arrays[1].shape)}; they must match (samples on axis -2, targets on -1)."
+        ) from None
+    for name, values in zip(("y_true", "y_pred"), arrays, strict=True):
+        if not isinstance(values, jax.core.Tracer):
+            check_all_finite(values, name)
+    return jnp.asarray(arrays[0]), jnp.asarray(arrays[1])
 
 
 def score_columns(y_true: ArrayLike, y_pred: ArrayLike, score: str) -> jax.Array:
