@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 from jax.sharding import NamedSharding, PartitionSpec
 
-from v4jax import make_folds, ridge_cv
+from v4jax import make_folds, pls1_cv, ridge_cv
+from v4jax.pls import _pls1_per_target_program, pls1_cv_targets, prepare_pls1
 from v4jax.ridge import _dual_basis, _dual_full, _per_voxel_program
 from v4jax.sharding import padded_voxel_count, voxel_mesh
 
@@ -113,6 +114,85 @@ def test_two_processes_fit_a_voxel_sharded_problem_equal_to_one_process(tmp_path
     parts = [np.load(tmp_path / f"part{rank}.npz") for rank in (0, 1)]
     assert sorted(int(part["coef_start"]) for part in parts) == [0, 4]
     for name in ("coef", "cv_scores", "best_alphas", "intercept"):
+        ordered = sorted(parts, key=lambda part: int(part[f"{name}_start"]))
+        combined = np.concatenate([part[name] for part in ordered], axis=-1)
+        np.testing.assert_allclose(
+            combined, np.asarray(getattr(reference, name)), rtol=1e-10, atol=1e-12
+        )
+
+
+# -- PLS1 ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("shape", [(50, 120), (80, 20)], ids=["dual", "primal"])
+def test_pls1_sharded_and_single_device_results_are_identical(shape):
+    X, Y = make_problem(*shape, n_targets=16, seed=3)
+    single = pls1_cv(X, Y, 6, cv=4, devices=jax.devices()[:1], target_batch_size=3)
+    sharded = pls1_cv(X, Y, 6, cv=4, devices=jax.devices(), target_batch_size=3)
+    # 14 targets are padded to 16 over 4 devices and trimmed back.
+    uneven = pls1_cv(X, Y[:, :14], 6, cv=4, devices=jax.devices(), target_batch_size=3)
+    for name in ("best_n_components", "cv_scores", "coef", "intercept"):
+        expected = np.asarray(getattr(single, name))
+        np.testing.assert_allclose(
+            np.asarray(getattr(sharded, name)), expected, rtol=1e-12, atol=1e-12
+        )
+        np.testing.assert_allclose(
+            np.asarray(getattr(uneven, name)), expected[..., :14], rtol=1e-12, atol=1e-12
+        )
+    for name in ("coef", "cv_scores", "best_n_components"):
+        array = getattr(sharded, name)
+        assert isinstance(array.sharding, NamedSharding)
+        assert array.sharding.spec[-1] == "voxels"
+        assert len(array.addressable_shards) == 4
+        assert {shard.data.shape[-1] for shard in array.addressable_shards} == {4}
+
+
+def test_pls1_per_target_phase_has_no_cross_device_communication():
+    X, Y = make_problem(40, 90, n_targets=16, seed=4)
+    decomposition = prepare_pls1(X, 4, devices=jax.devices())
+    result = pls1_cv_targets(decomposition, Y, 5, target_batch_size=2)
+    assert result.coef.shape == (90, 16)
+    program = _pls1_per_target_program(
+        decomposition.mesh, decomposition.folds, (1, 2, 3, 4, 5), 5, True, "r2", 2
+    )
+    Y_sharded = jax.device_put(Y, NamedSharding(decomposition.mesh, PartitionSpec(None, "voxels")))
+    hlo = program.lower(decomposition.designs, decomposition.full, Y_sharded).compile().as_text()
+    for collective in COLLECTIVES:
+        assert collective not in hlo, f"PLS1 per-target phase contains {collective}"
+
+
+@pytest.mark.slow
+def test_two_processes_fit_a_voxel_sharded_pls1_problem_equal_to_one_process(tmp_path):
+    worker = Path(__file__).parent / "helpers" / "multiprocess_pls.py"
+    port = str(_free_port())
+    environment = {key: value for key, value in os.environ.items() if key not in ("XLA_FLAGS",)}
+    environment["JAX_PLATFORMS"] = "cpu"
+    processes = [
+        subprocess.Popen(
+            [sys.executable, str(worker), port, str(rank), str(tmp_path / f"part{rank}.npz")],
+            env=environment,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for rank in (0, 1)
+    ]
+    try:
+        outputs = [process.communicate(timeout=240)[0] for process in processes]
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+    for process, output in zip(processes, outputs, strict=True):
+        assert process.returncode == 0, output[-3000:]
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((60, 150))
+    Y = X @ rng.standard_normal((150, 8)) + rng.standard_normal((60, 8))
+    reference = pls1_cv(X, Y, 6, cv=3, devices=jax.devices()[:1])
+    parts = [np.load(tmp_path / f"part{rank}.npz") for rank in (0, 1)]
+    assert sorted(int(part["coef_start"]) for part in parts) == [0, 4]
+    for name in ("coef", "cv_scores", "best_n_components", "intercept"):
         ordered = sorted(parts, key=lambda part: int(part[f"{name}_start"]))
         combined = np.concatenate([part[name] for part in ordered], axis=-1)
         np.testing.assert_allclose(
