@@ -120,3 +120,22 @@ def test_weights_of_the_wrong_variant_exit_with_one_clear_message(demo_dir, tmp_
     assert completed.returncode == 2
     assert "caffe" in completed.stderr
     assert "Traceback" not in completed.stderr
+
+
+def test_banded_method_fits_both_arms_as_two_bands(demo_dir, tmp_path):
+    from v4jax import study
+
+    features = {arm: study.features_path(demo_dir, arm, "torchvision") for arm in study.ARMS}
+    results = study.fit_study(
+        demo_dir / "data",
+        features,
+        tmp_path / "results.h5",
+        subjects=(1,),
+        settings=study.FitSettings(methods=("banded",), n_test=50),
+        progress=False,
+    )
+    with h5py.File(results) as handle:
+        banded = handle["S1/plain+retina/banded"]
+        signal = handle["S1/voxels/signal_mask"][...]
+        assert np.median(banded["val_r"][...][signal]) > 0.2
+        assert banded["cv_scores"].shape == (25, signal.size)

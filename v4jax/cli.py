@@ -73,13 +73,18 @@ def _report(results: Path, figures_dir: Path) -> None:
     figures = make_figures(results, figures_dir)
     rows = summary_table(results)
     print(format_table(rows))
-    for row in rows:
-        if row["fraction_on_edge"] > EDGE_WARNING_FRACTION:
-            print(
-                f"note: {100 * row['fraction_on_edge']:.0f}% of subject {row['subject']}'s voxels "
-                f"({row['arm']}, {row['method']}) chose the grid's smallest or largest value; "
-                "widen the grid (--alphas LOW:HIGH:COUNT or --components LOW:HIGH)."
-            )
+    on_edge = [
+        f"S{row['subject']} {row['arm']} {row['method']} {100 * row['fraction_on_edge']:.0f}%"
+        for row in rows
+        if row["fraction_on_edge"] > EDGE_WARNING_FRACTION
+    ]
+    if on_edge:
+        print(
+            "\nnote: many voxels chose the grid's smallest or largest value ("
+            + ", ".join(on_edge)
+            + "); their optimum may lie outside the grid: widen it (--alphas LOW:HIGH:COUNT, "
+            "--components LOW:HIGH). Noise-only voxels pick the strongest regularisation."
+        )
     print(f"\nresults: {results} (summary: {results.with_suffix('.json')})")
     print(f"figures: {len(figures)} files in {figures_dir}")
 
@@ -244,7 +249,14 @@ def _add_model(parser: argparse.ArgumentParser) -> None:
 def _add_fit(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--subjects", nargs="+", type=int, default=[1], help="subject numbers")
     parser.add_argument("--roi", type=_parse_roi, default="V4", help="ROI name(s) or code(s)")
-    parser.add_argument("--methods", nargs="+", default=["ridge", "pls"], choices=("ridge", "pls"))
+    parser.add_argument(
+        "--methods",
+        "--method",
+        nargs="+",
+        default=["ridge", "pls"],
+        choices=("ridge", "pls", "banded", "readout"),
+        help="banded: both arms as two bands; readout: factorised spatial x channel read-out",
+    )
     parser.add_argument(
         "--alphas", type=_parse_floats, default="1e-2:1e10:25", help="ridge grid LOW:HIGH:COUNT"
     )

@@ -31,11 +31,17 @@ from v4jax.data import load_vim1, study_split
 from v4jax.metrics import pearson_columns, r2_columns
 
 ARMS = ("plain", "retina")
-METHODS = ("ridge", "pls")
+METHODS = ("ridge", "pls", "banded", "readout")
+DEFAULT_METHODS = ("ridge", "pls")
 # Wider than the classic 1e-2..1e6: unscaled conv3 features have kernel eigenvalues near 1e7.
 DEFAULT_ALPHAS = tuple(float(a) for a in np.logspace(-2, 10, 25))
 DEFAULT_COMPONENTS = tuple(range(1, 26))
-HYPERPARAMETER_NAMES = {"ridge": "alpha", "pls": "n_components"}
+HYPERPARAMETER_NAMES = {
+    "ridge": "alpha",
+    "pls": "n_components",
+    "banded": "alpha",
+    "readout": "penalty",
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,14 +49,16 @@ class FitSettings:
     """What :func:`fit_study` fits.
 
     Attributes:
-      methods: subset of ("ridge", "pls").
+      methods: subset of ("ridge", "pls", "banded", "readout"): "banded" fits both arms as two
+        bands with a penalty each (stored under the arm "plain+retina"); "readout" is the
+        factorised spatial x channel read-out (slow on CPU).
       alphas: ridge grid. n_components: PLS grid.
       cv: folds over the fitting images (int: contiguous folds).
       layer: feature layer name in the features files.
       n_test: the last ``n_test`` training images form the test split (the study: 250).
     """
 
-    methods: tuple[str, ...] = METHODS
+    methods: tuple[str, ...] = DEFAULT_METHODS
     alphas: tuple[float, ...] = DEFAULT_ALPHAS
     n_components: tuple[int, ...] = DEFAULT_COMPONENTS
     cv: int = 5
@@ -127,8 +135,8 @@ def extract_features(
     return written
 
 
-def read_features(path: str | Path, layer: str) -> np.ndarray:
-    """(n_images, n_features) float32 design of one layer of a features file."""
+def read_features(path: str | Path, layer: str) -> tuple[np.ndarray, tuple[int, ...]]:
+    """(n_images, n_features) float32 design of one layer, and its map shape (H, W, C)."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"features file {path} does not exist; run `v4jax extract` first.")
@@ -139,7 +147,8 @@ def read_features(path: str | Path, layer: str) -> np.ndarray:
                 "with `v4jax extract --layers ...`."
             )
         values = handle[layer][...]
-    return values.reshape(values.shape[0], -1).astype(np.float32, copy=False)
+    design = values.reshape(values.shape[0], -1).astype(np.float32, copy=False)
+    return design, tuple(values.shape[1:])
 
 
 def fit_study(
@@ -169,7 +178,14 @@ def fit_study(
     unknown = sorted(set(settings.methods) - set(METHODS))
     if unknown:
         raise ValueError(f"unknown method(s) {unknown}; choose from {list(METHODS)}.")
-    designs = {arm: read_features(path, settings.layer) for arm, path in features.items()}
+    designs, map_shapes = {}, {}
+    for arm, path in features.items():
+        designs[arm], map_shapes[arm] = read_features(path, settings.layer)
+    if "banded" in settings.methods and len(designs) < 2:
+        raise ValueError(
+            "method 'banded' needs both arms (plain and retina features) as its two bands; "
+            "omit --retina/--no-retina."
+        )
     results_path = Path(results_path)
     summary_rows = []
     with atomic_path(results_path) as temporary, h5py.File(temporary, "w") as handle:
@@ -186,20 +202,98 @@ def fit_study(
                     )
             group = handle.create_group(f"S{subject}")
             _write_subject_header(group, data, data_dir, roi, split)
-            for arm, design in designs.items():
-                for method in settings.methods:
-                    rows = _fit_one(group, design, data, split, arm, method, settings, progress)
-                    summary_rows.append({"subject": subject, "arm": arm, **rows})
+            for method in settings.methods:
+                groups = (
+                    [designs] if method == "banded" else [{arm: d} for arm, d in designs.items()]
+                )
+                for arms in groups:
+                    rows = _fit_one(
+                        group, arms, map_shapes, data, split, method, settings, progress
+                    )
+                    summary_rows.append({"subject": subject, **rows})
     atomic_write_text(results_path.with_suffix(".json"), json.dumps(summary_rows, indent=2))
     return results_path
 
 
+@dataclasses.dataclass(frozen=True)
+class _MethodFit:
+    """One fitted method: its grid, each target's choice, CV scores and a predictor."""
+
+    grid: np.ndarray
+    best_index: np.ndarray
+    cv_scores: np.ndarray
+    predict: Callable[[np.ndarray], np.ndarray]
+
+
+def _fit_method(
+    method: str,
+    designs: dict[str, np.ndarray],
+    map_shapes: dict[str, tuple[int, ...]],
+    fit_rows: np.ndarray,
+    Y_fit: np.ndarray,
+    settings: FitSettings,
+    progress: bool,
+) -> _MethodFit:
+    if method == "banded":
+        from v4jax.banded import banded_ridge_cv
+
+        arms = list(designs)
+        result = banded_ridge_cv(
+            [designs[arm][fit_rows] for arm in arms], Y_fit, settings.alphas, cv=settings.cv
+        )
+        coef, intercept = np.asarray(result.coef), np.asarray(result.intercept)
+
+        def predict_banded(rows: np.ndarray) -> np.ndarray:
+            parts = [
+                designs[arm][rows] @ coef[band]
+                for arm, band in zip(arms, result.band_slices, strict=True)
+            ]
+            return sum(parts) + intercept
+
+        return _MethodFit(
+            np.asarray(settings.alphas),
+            np.asarray(result.best_alpha_index),
+            np.asarray(result.cv_scores).max(axis=0),
+            predict_banded,
+        )
+    ((arm, design),) = designs.items()
+    if method == "readout":
+        import jax
+
+        from v4jax.readout import fit_readout, predict_readout
+
+        maps = design.reshape(design.shape[0], *map_shapes[arm])
+        result = fit_readout(maps[fit_rows], Y_fit, key=jax.random.key(0), progress=progress)
+        name = next(iter(result.penalty_grid))
+        grid = np.asarray(result.penalty_grid[name])
+        best_index = np.searchsorted(grid, np.asarray(result.penalties[name]))
+        scores = np.full((grid.size, Y_fit.shape[1]), np.nan)
+        scores[best_index, np.arange(Y_fit.shape[1])] = np.asarray(result.heldout_r)
+        return _MethodFit(
+            grid, best_index, scores, lambda rows: np.asarray(predict_readout(result, maps[rows]))
+        )
+    if method == "ridge":
+        from v4jax.ridge import ridge_cv
+
+        result = ridge_cv(design[fit_rows], Y_fit, settings.alphas, cv=settings.cv)
+        grid, best_index = np.asarray(settings.alphas), np.asarray(result.best_alpha_index)
+    else:
+        from v4jax.pls import pls1_cv
+
+        result = pls1_cv(design[fit_rows], Y_fit, settings.n_components, cv=settings.cv)
+        grid, best_index = np.asarray(result.n_components), np.asarray(result.best_index)
+    coef, intercept = np.asarray(result.coef), np.asarray(result.intercept)
+    return _MethodFit(
+        grid, best_index, np.asarray(result.cv_scores), lambda rows: design[rows] @ coef + intercept
+    )
+
+
 def _fit_one(
     group: h5py.Group,
-    design: np.ndarray,
+    designs: dict[str, np.ndarray],
+    map_shapes: dict[str, tuple[int, ...]],
     data: Any,
     split: Any,
-    arm: str,
     method: str,
     settings: FitSettings,
     progress: bool,
@@ -209,35 +303,23 @@ def _fit_one(
     targets = np.column_stack([responses, responses.mean(axis=1)])
     fit_rows, test_rows = split.fit, split.test
     val_rows = data.resp_train.shape[0] + split.validation
-    X_fit, Y_fit = design[fit_rows], targets[fit_rows]
-    if method == "ridge":
-        from v4jax.ridge import ridge_cv
-
-        result = ridge_cv(X_fit, Y_fit, settings.alphas, cv=settings.cv, progress=progress)
-        grid = np.asarray(settings.alphas)
-        best_index = np.asarray(result.best_alpha_index)
-    else:
-        from v4jax.pls import pls1_cv
-
-        result = pls1_cv(X_fit, Y_fit, settings.n_components, cv=settings.cv)
-        grid = np.asarray(result.n_components)
-        best_index = np.asarray(result.best_index)
+    fitted = _fit_method(
+        method, designs, map_shapes, fit_rows, targets[fit_rows], settings, progress
+    )
+    grid, best_index = fitted.grid, fitted.best_index
     best = grid[best_index]
-    coef, intercept = np.asarray(result.coef), np.asarray(result.intercept)
-    predictions = {
-        "test": design[test_rows] @ coef + intercept,
-        "val": design[val_rows] @ coef + intercept,
-    }
+    predictions = {"test": fitted.predict(test_rows), "val": fitted.predict(val_rows)}
     truth = {"test": targets[test_rows], "val": targets[val_rows]}
     scores = {
         f"{part}_{name}": np.asarray(function(truth[part], predictions[part]))
         for part in ("test", "val")
         for name, function in (("r", pearson_columns), ("r2", r2_columns))
     }
+    arm = "+".join(designs)
     out = group.require_group(arm).create_group(method)
     out.attrs["hyperparameter_name"] = HYPERPARAMETER_NAMES[method]
     out["grid"] = grid
-    out["cv_scores"] = np.asarray(result.cv_scores)[:, :-1]
+    out["cv_scores"] = fitted.cv_scores[:, :-1]
     out["best_hyperparameter"] = best[:-1]
     out["on_edge"] = np.isin(best_index[:-1], [0, grid.size - 1])
     for name, values in scores.items():
@@ -251,8 +333,9 @@ def _fit_one(
     average["pred_val"] = predictions["val"][:, -1].astype(np.float32)
     average["true_val"] = truth["val"][:, -1].astype(np.float32)
     return {
+        "arm": arm,
         "method": method,
-        "n_voxels": int(coef.shape[1] - 1),
+        "n_voxels": int(best.size - 1),
         "median_val_r": float(np.median(scores["val_r"][:-1])),
         "median_test_r": float(np.median(scores["test_r"][:-1])),
         "roi_average_val_r2": float(scores["val_r2"][-1]),
