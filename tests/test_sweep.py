@@ -1,6 +1,7 @@
 """Out-of-core sweeps: block results equal whole-array fits, crash-safe resume, CLI."""
 
 import argparse
+import json
 import logging
 import os
 import signal
@@ -74,9 +75,9 @@ def read_results(path):
     with h5py.File(path, "r") as handle:
         results = {}
         handle.visititems(
-            lambda name, item: results.__setitem__(name, item[...])
-            if isinstance(item, h5py.Dataset)
-            else None
+            lambda name, item: (
+                results.__setitem__(name, item[...]) if isinstance(item, h5py.Dataset) else None
+            )
         )
         return results, dict(handle.attrs)
 
@@ -264,3 +265,74 @@ def test_command_line_sweep_and_input_errors(inputs, tmp_path):
         run_sweep(feature_layers(inputs["features"]), ArraySource(short, "Y"), tmp_path / "y.h5")
     with pytest.raises(ValueError, match="unknown or no method"):
         sweep(inputs, tmp_path / "z.h5", methods=("lasso",))
+
+
+@pytest.mark.slow
+def test_out_of_core_peak_memory_does_not_grow_with_voxels(tmp_path):
+    """Fresh processes sweep 5,000 and 50,000 voxels (a 60 MB response file): same peak RSS."""
+    bench = Path(__file__).parents[1] / "benchmarks" / "bench_scale.py"
+    environment = {key: value for key, value in os.environ.items() if key != "XLA_FLAGS"}
+    peaks = {}
+    for n_voxels in (5000, 50000):
+        result = subprocess.run(
+            [sys.executable, str(bench), "--child", "memory", "--voxels", str(n_voxels),
+             "--samples", "300", "--features", "400", "--alphas", "5", "--folds", "5",
+             "--block-voxels", "2048", "--workdir", str(tmp_path)],
+            env=environment, capture_output=True, text=True, timeout=600, check=False,
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr[-3000:]
+        report = json.loads(result.stdout.strip().splitlines()[-1])
+        assert report["blocks"] == -(-n_voxels // 2048)
+        assert report["median_test_r"] > 0.3  # the planted signal is recovered
+        peaks[n_voxels] = report["peak_rss_mb"]
+    responses_mb = 300 * 50000 * 4 / 2**20
+    assert peaks[50000] - peaks[5000] < 0.4 * responses_mb, peaks
+
+
+def test_vim1_source_streams_an_roi_and_scores_the_validation_images(tmp_path):
+    from v4jax.data import make_synthetic_vim1, open_responses
+    from v4jax.sweep import Vim1Source
+
+    make_synthetic_vim1(
+        tmp_path, n_train=40, n_val=10, n_voxels=30, subjects=(1,), seed=3, progress=False
+    )
+    rng = np.random.default_rng(4)
+    X = rng.standard_normal((50, 25)).astype(np.float32)
+    with h5py.File(tmp_path / "features.h5", "w") as handle:
+        handle["layer"] = X
+    with open_responses(tmp_path, 1) as responses:
+        columns = responses.columns_for(["V1", "V4", "other"])
+        train, val = responses.read_voxel_block(columns)
+    with pytest.warns(UserWarning, match="NaN"):
+        run_sweep(
+            feature_layers(tmp_path / "features.h5"),
+            Vim1Source(tmp_path, 1, ["V1", "V4", "other"]),
+            tmp_path / "out.h5",
+            alphas=ALPHAS,
+            cv=3,
+            block_voxels=3,
+            devices=1,
+            progress=False,
+        )
+    results, _ = read_results(tmp_path / "out.h5")
+    np.testing.assert_array_equal(results["voxel_columns"], columns)
+    valid = np.isfinite(train).all(0) & np.isfinite(val).all(0)
+    assert 0 < valid.sum() < valid.size  # the synthetic set has NaN voxels
+    np.testing.assert_array_equal(results["valid"], valid)
+    reference = ridge_cv(
+        X[:40].astype(np.float64), train[:, valid].astype(np.float64), ALPHAS, cv=3
+    )
+    np.testing.assert_allclose(
+        results["layer/ridge/cv_scores"][:, valid], np.asarray(reference.cv_scores), atol=1e-4
+    )
+    predictions = X[40:].astype(np.float64) @ np.asarray(reference.coef) + np.asarray(
+        reference.intercept
+    )
+    expected_r2 = 1 - ((val[:, valid] - predictions) ** 2).sum(0) / (
+        (val[:, valid] - val[:, valid].mean(0)) ** 2
+    ).sum(0)
+    agree = results["layer/ridge/best_hyperparameter"][valid] == np.asarray(reference.best_alphas)
+    assert agree.mean() > 0.9
+    np.testing.assert_allclose(results["layer/ridge/val_r2"][valid][agree], expected_r2[agree],
+                               rtol=1e-3, atol=1e-3)  # fmt: skip
+    assert "layer/ridge/test_r" not in results
