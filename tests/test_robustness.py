@@ -78,11 +78,9 @@ DESIGNS = hard_designs()
 # (design, alpha): alphas from 1e-12 to 1e12, scaled with the design where it is rescaled.
 RIDGE_CASES = [
     ("plain", 1e-12),
-    ("plain", 1.0),
     ("plain", 1e12),
     ("offset 1e4", 1.0),
     ("scale 1e6", 1.0),
-    ("scale 1e6", 1e12),
     ("duplicate columns", 1e-3),
     ("zero-variance column", 1e-3),
     ("n << p", 1e-3),
@@ -180,7 +178,6 @@ def test_ridge_alpha_grid_1e_minus12_to_1e12_scores_match_numpy_cv():
 
 
 PLS_CASES = [
-    "plain",
     "offset 1e4",
     "scale 1e6",
     "duplicate columns",
