@@ -245,10 +245,10 @@ def summary_table(results_path: str | os.PathLike) -> list[dict[str, Any]]:
 
     Row keys: ``subject``, ``roi``, ``arm``, ``method``, ``n_voxels``; ``median_val_r``,
     ``mean_val_r``, ``median_test_r`` (over voxels); ``roi_average_val_r2`` (R² of the
-    ROI-average fit on validation images); ``fraction_on_edge`` (voxels whose best
-    hyperparameter is the grid's first or last value); ``median_r_over_ceiling``: the median,
-    over voxels with a positive known ceiling (the signal voxels of synthetic data), of
-    validation r / ``noise_ceiling_r``; None without a ceiling.
+    ROI-average fit on validation images); ``n_on_edge`` and ``fraction_on_edge`` (number and
+    fraction of voxels whose best hyperparameter is the grid's first or last value);
+    ``median_r_over_ceiling``: the median, over voxels with a positive known ceiling (the
+    signal voxels of synthetic data), of validation r / ``noise_ceiling_r``; None without a ceiling.
     """
     results = read_results(results_path)
     rows = []
@@ -267,6 +267,7 @@ def summary_table(results_path: str | os.PathLike) -> list[dict[str, Any]]:
                         "mean_val_r": float(np.mean(fit.val_r)),
                         "median_test_r": float(np.median(fit.test_r)),
                         "roi_average_val_r2": float(fit.roi_average.val_r2),
+                        "n_on_edge": int(np.sum(fit.on_edge)),
                         "fraction_on_edge": float(np.mean(fit.on_edge)),
                         "median_r_over_ceiling": _median_r_over_ceiling(subject, fit),
                     }
@@ -286,12 +287,15 @@ def format_table(rows: Sequence[dict[str, Any]]) -> str:
         ("mean_val_r", "mean val r", _number),
         ("median_test_r", "median test r", _number),
         ("roi_average_val_r2", "ROI-avg val R²", _number),
-        ("fraction_on_edge", "on grid edge", lambda v: f"{100 * v:.1f}%"),
+        ("fraction_on_edge", "on grid edge", None),
         ("median_r_over_ceiling", "median r/ceiling", _number),
     )
     cells = [[title for _, title, _ in columns]]
     cells += [
-        [fmt(row[key]) if row.get(key) is not None else "-" for key, _, fmt in columns]
+        [
+            _edge_cell(row) if fmt is None else fmt(row[key]) if row.get(key) is not None else "-"
+            for key, _, fmt in columns
+        ]
         for row in rows
     ]
     widths = [max(len(line[i]) for line in cells) for i in range(len(columns))]
@@ -301,6 +305,11 @@ def format_table(rows: Sequence[dict[str, Any]]) -> str:
     ]
     lines.insert(1, "  ".join("-" * width for width in widths))
     return "\n".join(lines)
+
+
+def _edge_cell(row: dict[str, Any]) -> str:
+    fraction = f"{100 * row['fraction_on_edge']:.1f}%"
+    return f"{row['n_on_edge']} ({fraction})" if "n_on_edge" in row else fraction
 
 
 # ----------------------------------------------------------------------------------------------
