@@ -306,3 +306,24 @@ def test_ridge_cv_dtype_float64_upcasts_float32_inputs():
     )
     reference = ridge_reference(X.astype(np.float32), Y.astype(np.float32), 1e-10)
     assert relative_error(result.coef, reference) < 1e-2
+
+
+# -- alpha-grid diagnostics -------------------------------------------------------------------
+
+
+def test_grid_edge_is_flagged_per_voxel_and_counted_in_the_summary_table():
+    from v4jax.report import format_table
+
+    X, Y = DESIGNS["plain"]
+    noise = np.random.default_rng(1).standard_normal((N_SAMPLES, 1))
+    result = ridge_cv(X, np.column_stack([Y[:, 0], noise]), np.logspace(-6, -3, 4), cv=3)
+    # On a grid that is too low, both the signal and the noise-only voxel sit on an edge.
+    np.testing.assert_array_equal(np.asarray(result.alpha_on_edge), [True, True])
+    assert int(np.asarray(result.best_alpha_index)[1]) == 3
+    row = {
+        "subject": 1, "roi": "V4", "arm": "plain", "method": "ridge", "n_voxels": 40,
+        "median_val_r": 0.3, "mean_val_r": 0.3, "median_test_r": 0.3,
+        "roi_average_val_r2": 0.5, "n_on_edge": 12, "fraction_on_edge": 0.3,
+        "median_r_over_ceiling": None,
+    }  # fmt: skip
+    assert "12 (30.0%)" in format_table([row]).splitlines()[2]
