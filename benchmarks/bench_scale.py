@@ -11,8 +11,9 @@ Three measurements, each in fresh child processes (so devices and peak RSS are t
   gain beyond 2 is possible; the point is that sharding adds no overhead.
 * memory: ``v4jax.sweep.run_sweep`` over an HDF5 response file (float32, chunked by voxel
   columns, random responses with a planted linear signal) of 10k and 100k voxels, streamed in
-  blocks of ``--block-voxels``; the child reports its peak RSS (``ru_maxrss``), which must not
-  grow with the number of voxels.
+  blocks of ``--block-voxels``; the child reports its peak RSS (``ru_maxrss``), overall and
+  after every block, which must not grow with the number of voxels (it plateaus after the first
+  few blocks, once the allocators reach their steady state).
 
 The table is printed and the JSON written to ``benchmarks/results/scale_<device>.json``.
 ``python benchmarks/bench_scale.py --help`` lists the sizes; defaults run in a few minutes on 2
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import platform
 import resource
@@ -119,6 +121,9 @@ def child_memory(arguments: argparse.Namespace) -> dict:
                 dataset[:, start : start + width] = planted_responses(X, width, seed=start)
     del X
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    trace = _PeakRssAfterBlocks()
+    logging.getLogger("v4jax.sweep").setLevel(logging.INFO)
+    logging.getLogger("v4jax.sweep").addHandler(trace)
     out = folder / f"sweep_{n_voxels}.h5"
     start = time.perf_counter()
     summary = run_sweep(
@@ -143,7 +148,21 @@ def child_memory(arguments: argparse.Namespace) -> dict:
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "response_file_mb": responses.stat().st_size / 2**20,
         "median_test_r": float(np.median(test_r)),
+        "peak_rss_mb_after_block": trace.peaks_mb,
     }
+
+
+class _PeakRssAfterBlocks(logging.Handler):
+    """Records the peak RSS (MB) each time the sweep logs a written block."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.peaks_mb: list[float] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if "written" in record.getMessage():
+            peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+            self.peaks_mb.append(round(peak, 1))
 
 
 def run_child(kind: str, arguments: argparse.Namespace, voxels, n_devices: int | None = None):
