@@ -25,6 +25,36 @@ def compute_dtype(*arrays: Any) -> np.dtype:
     return np.dtype(np.float32)
 
 
+COMPUTE_DTYPES = ("float32", "float64")
+
+
+def resolve_dtype(requested: Any, *arrays: Any) -> np.dtype:
+    """The compute dtype: ``requested`` when given, else :func:`compute_dtype` of the arrays.
+
+    Args:
+      requested: None, "float32" or "float64" (or the numpy dtypes). "float64" upcasts float32
+        inputs on the device (the host arrays stay as they are) and needs JAX's x64 mode.
+      arrays: the inputs, used when ``requested`` is None.
+    """
+    if requested is None:
+        return compute_dtype(*arrays)
+    try:
+        dtype = np.dtype(requested)
+    except TypeError:
+        dtype = None
+    if dtype is None or dtype.name not in COMPUTE_DTYPES:
+        raise ValueError(
+            f"dtype={requested!r} is not supported; choose one of {list(COMPUTE_DTYPES)} or "
+            "None (float64 when JAX's x64 mode is on and the inputs are float64)."
+        )
+    if dtype == np.float64 and not jax.config.jax_enable_x64:
+        raise ValueError(
+            "dtype='float64' needs JAX's 64-bit mode: call "
+            "jax.config.update('jax_enable_x64', True) before any JAX computation."
+        )
+    return dtype
+
+
 def check_numeric_dtype(array: Any, name: str) -> None:
     """Refuse arrays that are not real numbers (bool, complex, object, strings)."""
     dtype = np.dtype(array.dtype)

@@ -153,6 +153,7 @@ def banded_ridge_cv(
     target_batch_size: int | None = DEFAULT_TARGET_BATCH,
     feature_block_size: int = DEFAULT_FEATURE_BLOCK,
     progress: bool | None = None,
+    dtype: Any = None,
 ) -> BandedRidgeCVResult:
     """Cross-validated banded ridge: a band-weight vector and an alpha chosen per target.
 
@@ -176,6 +177,8 @@ def banded_ridge_cv(
       target_batch_size: targets processed together (bounds memory); None for all at once.
       feature_block_size: features per block when building kernels and coefficients.
       progress: show a progress bar over candidates (default: when there is more than one).
+      dtype: compute dtype, "float32" or "float64" (None: float64 when JAX's x64 mode is on and
+        the inputs are float64, else float32), as :func:`v4jax.ridge_cv`.
 
     Returns:
       :class:`BandedRidgeCVResult`; float32, or float64 when JAX x64 is on and inputs are
@@ -199,7 +202,7 @@ def banded_ridge_cv(
     candidates = _candidates(len(bands), ratios, n_iter, band_weights, concentration, seed)
     n_samples, n_targets = Y.shape
     folds = make_folds(cv, n_samples)
-    dtype = _validation.compute_dtype(*bands, Y)
+    dtype = _validation.resolve_dtype(dtype, *bands, Y)
 
     means = [_feature_mean(X, dtype, feature_block_size, fit_intercept) for X in bands]
     grams = jnp.stack(
@@ -340,14 +343,12 @@ def _band_coefficients(
     X: Any, mean: jax.Array, dual: jax.Array, dtype: np.dtype, block: int
 ) -> jax.Array:
     """(n_features, T) (X - mean)ᵀ dual, streaming feature blocks."""
-    dual_sum = jnp.sum(dual, axis=0)
     return jnp.concatenate(
         [
             _centred_transpose_product(
                 jnp.asarray(X[:, start : start + block], dtype=dtype),
                 dual,
                 mean[start : start + block],
-                dual_sum,
             )
             for start in range(0, X.shape[1], block)
         ]

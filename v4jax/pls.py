@@ -360,6 +360,7 @@ def pls1_cv(
     feature_block_size: int = DEFAULT_FEATURE_BLOCK,
     progress: bool | None = None,
     devices: Sequence[jax.Device] | None = None,
+    dtype: Any = None,
 ) -> PLS1CVResult:
     """Cross-validated PLS1 per target: one single-target PLS per voxel, count chosen per voxel.
 
@@ -385,6 +386,9 @@ def pls1_cv(
       devices: devices to shard the targets over (None: all local devices). The designs and
         kernels are replicated; per-target outputs come back sharded over the voxel axis (see
         :mod:`v4jax.sharding`; for several hosts pass ``jax.devices()``).
+      dtype: compute dtype, "float32" or "float64"; None (default): float64 when JAX's x64 mode
+        is on and the inputs are float64, else float32. "float64" upcasts float32 inputs on the
+        device (needs x64 mode).
 
     Returns:
       :class:`PLS1CVResult`.
@@ -394,7 +398,8 @@ def pls1_cv(
       >>> result.best_n_components.shape, result.coef.shape
       ((n_targets,), (n_features, n_targets))
     """
-    X, Y, dtype, solver = _check_pls_inputs(X, Y, solver)
+    X, Y, inferred_dtype, solver = _check_pls_inputs(X, Y, solver)
+    dtype = inferred_dtype if dtype is None else _validation.resolve_dtype(dtype)
     _validation.check_choice(score, "score", SCORES)
     grid = as_component_grid(n_components)
     _check_grid_against_folds(grid, make_folds(cv, X.shape[0]), X.shape[1])
@@ -465,7 +470,8 @@ def prepare_pls1(
       X: (n_samples, n_features) design (numpy stays on the host on the dual path).
       cv: int (contiguous folds), scikit-learn splitter, or list of (train, test) index arrays.
       scale, solver, feature_block_size, progress, devices: as :func:`pls1_cv`.
-      dtype: compute dtype (default: float64 when x64 is on and X is float64, else float32).
+      dtype: compute dtype, "float32" or "float64" (default: float64 when x64 is on and X is
+        float64, else float32).
 
     Returns:
       :class:`PLS1Decomposition`, replicated on every device of the voxel mesh.
@@ -483,7 +489,7 @@ def prepare_pls1(
         raise ValueError(f"X has {n_samples} sample; PLS needs at least 2 samples to centre it.")
     if solver == "auto":
         solver = "dual" if n_features > n_samples else "primal"
-    dtype = _validation.compute_dtype(X) if dtype is None else np.dtype(dtype)
+    dtype = _validation.resolve_dtype(dtype, X)
     folds = make_folds(cv, n_samples)
     mesh = voxel_mesh(devices)
     if solver == "primal":

@@ -32,6 +32,7 @@ from tqdm.auto import tqdm
 
 from v4jax import _validation
 from v4jax.cv import make_folds
+from v4jax.diagnostics import check_conditioning
 from v4jax.metrics import SCORES, score_columns
 from v4jax.sharding import (
     VOXEL_AXIS,
@@ -102,6 +103,7 @@ def ridge_cv(
     feature_block_size: int = DEFAULT_FEATURE_BLOCK,
     progress: bool | None = None,
     devices: Sequence[jax.Device] | None = None,
+    dtype: Any = None,
 ) -> RidgeCVResult:
     """Cross-validated ridge regression with an alpha chosen per target.
 
@@ -122,10 +124,15 @@ def ridge_cv(
       devices: devices to shard the voxels over (None: all local devices). The design and
         decompositions are replicated; per-voxel outputs come back sharded over the voxel axis
         (see :mod:`v4jax.sharding`; for several hosts pass ``jax.devices()``).
+      dtype: compute dtype, "float32" or "float64"; None (default) computes in float64 when
+        JAX's x64 mode is on and the inputs are float64, else float32. "float64" upcasts
+        float32 inputs on the device (needs x64 mode): use it when a
+        :class:`~v4jax.diagnostics.ConditioningWarning` says float32 cannot be trusted.
 
     Returns:
-      :class:`RidgeCVResult`; arrays in float32, or float64 when JAX x64 is on and inputs are
-      float64.
+      :class:`RidgeCVResult`; arrays in the compute dtype. Warns with a
+      :class:`~v4jax.diagnostics.ConditioningWarning` when the decomposition's conditioning
+      makes the solve at the smallest alpha untrustworthy in that dtype.
 
     Example:
       >>> result = ridge_cv(X, Y, np.logspace(-2, 6, 17), cv=5)
@@ -145,7 +152,7 @@ def ridge_cv(
         feature_block_size=feature_block_size,
         progress=progress,
         devices=devices,
-        dtype=_validation.compute_dtype(X, Y),
+        dtype=_validation.resolve_dtype(dtype, X, Y),
     )
     return ridge_cv_targets(
         decomposition, Y, alphas, score=score, target_batch_size=target_batch_size
@@ -203,7 +210,8 @@ def prepare_ridge(
       X: (n_samples, n_features) design (numpy stays on the host on the dual path).
       cv: int (contiguous folds), scikit-learn splitter, or list of (train, test) index arrays.
       fit_intercept, solver, feature_block_size, progress, devices: as :func:`ridge_cv`.
-      dtype: compute dtype (default: float64 when x64 is on and X is float64, else float32).
+      dtype: compute dtype, "float32" or "float64" (default: float64 when x64 is on and X is
+        float64, else float32).
 
     Returns:
       :class:`RidgeDecomposition`, replicated on every device of the voxel mesh.
@@ -218,7 +226,7 @@ def prepare_ridge(
     feature_block_size = _validation.check_positive_int(feature_block_size, "feature_block_size")
     n_samples, n_features = X.shape
     folds = make_folds(cv, n_samples)
-    dtype = _validation.compute_dtype(X) if dtype is None else np.dtype(dtype)
+    dtype = _validation.resolve_dtype(dtype, X)
     if solver == "auto":
         solver = "dual" if n_features > n_samples else "primal"
     mesh = voxel_mesh(devices)
@@ -275,7 +283,9 @@ def ridge_cv_targets(
       score: "r2" or "pearson". target_batch_size: targets per device batch (None: all).
 
     Returns:
-      :class:`RidgeCVResult` with per-target arrays sharded over the voxel axis.
+      :class:`RidgeCVResult` with per-target arrays sharded over the voxel axis. Warns with a
+      :class:`~v4jax.diagnostics.ConditioningWarning` when the solve at the grid's smallest
+      alpha cannot be trusted in the compute dtype (see :mod:`v4jax.diagnostics`).
     """
     if not isinstance(decomposition, RidgeDecomposition):
         raise TypeError(
@@ -294,6 +304,10 @@ def ridge_cv_targets(
         target_batch_size, "target_batch_size", allow_none=True
     )
     d = decomposition
+    spectrum, kind = (
+        (d.full.s, "singular") if d.solver == "primal" else (d.full.eigenvalues, "eigen")
+    )
+    check_conditioning(np.asarray(spectrum), alpha_grid, d.dtype, kind=kind, stacklevel=3)
     n_targets = Y.shape[1]
     n_padded, batch = padded_voxel_count(
         n_targets, d.mesh.size, n_targets if target_batch_size is None else target_batch_size
@@ -389,6 +403,7 @@ def ridge_path(
     *,
     fit_intercept: bool = True,
     solver: str = "auto",
+    dtype: Any = None,
 ) -> jax.Array:
     """Predictions on ``X_test`` of ridge fitted on the training set, for every alpha.
 
@@ -397,6 +412,7 @@ def ridge_path(
     Args:
       X_train: (n_train, n_features). Y_train: (n_train, n_targets) or (n_train,).
       X_test: (n_test, n_features). alphas: (n_alphas,).
+      fit_intercept, solver, dtype: as :func:`ridge_cv`.
 
     Returns:
       (n_alphas, n_test, n_targets) predictions.
@@ -411,7 +427,7 @@ def ridge_path(
         )
     alpha_grid = _validation.check_alphas(alphas)
     _validation.check_choice(solver, "solver", SOLVERS)
-    dtype = _validation.compute_dtype(X_train, Y_train, X_test)
+    dtype = _validation.resolve_dtype(dtype, X_train, Y_train, X_test)
     n_train, n_features = X_train.shape
     if solver == "auto":
         solver = "dual" if n_features > n_train else "primal"
@@ -563,21 +579,24 @@ def _dual_to_primal(
 
     ``dual`` is sharded over voxels, so each device computes its own voxels' coefficients.
     """
-    dual_sum = jnp.sum(dual, axis=0)
     blocks = []
     for start in range(0, X.shape[1], feature_block_size):
         X_block = replicate(X[:, start : start + feature_block_size], mesh, dtype)
         mean_block = feature_mean[start : start + X_block.shape[1]]
-        blocks.append(_centred_transpose_product(X_block, dual, mean_block, dual_sum))
+        blocks.append(_centred_transpose_product(X_block, dual, mean_block))
     return jnp.concatenate(blocks)
 
 
 @jax.jit
 def _centred_transpose_product(
-    X_block: jax.Array, dual: jax.Array, mean_block: jax.Array, dual_sum: jax.Array
+    X_block: jax.Array, dual: jax.Array, mean_block: jax.Array
 ) -> jax.Array:
-    """(X_block - mean)ᵀ dual without forming the centred block."""
-    return X_block.T @ dual - mean_block[:, None] * dual_sum[None, :]
+    """(X_block - mean)ᵀ dual, centring the block first.
+
+    Centring before the product (rather than ``X_blockᵀ dual - mean ⊗ sum(dual)``) avoids the
+    cancellation that loses float32 digits when features sit far from zero.
+    """
+    return (X_block - mean_block).T @ dual
 
 
 # -- shared pieces ------------------------------------------------------------------------------
