@@ -226,7 +226,21 @@ def tfutils_to_flax(variables: dict[str, Any]) -> Params:
     return params
 
 
+def _check_torch_file_signature(path: Path) -> None:
+    """Refuse a file that is neither a zip archive (torch.save since 1.6) nor a pickle."""
+    with path.open("rb") as handle:
+        head = handle.read(4)
+    if head[:2] == b"PK" or head[:1] == b"\x80":
+        return
+    raise ValueError(
+        f"{path} could not be read as a PyTorch state dict (it is neither a zip archive nor a "
+        "pickle); it may be truncated or another kind of file: save it again with "
+        "torch.save(model.state_dict(), path)."
+    )
+
+
 def _read_torch_file(path: Path) -> dict[str, np.ndarray]:
+    _check_torch_file_signature(path)
     try:
         import torch  # optional dependency, imported only when a .pth file is read
     except ImportError:
