@@ -132,7 +132,7 @@ def ridge_cv(
     Returns:
       :class:`RidgeCVResult`; arrays in the compute dtype. Warns with a
       :class:`~v4jax.diagnostics.ConditioningWarning` when the decomposition's conditioning
-      makes the solve at the smallest alpha untrustworthy in that dtype.
+      makes the refit at the smallest chosen alpha untrustworthy in that dtype.
 
     Example:
       >>> result = ridge_cv(X, Y, np.logspace(-2, 6, 17), cv=5)
@@ -284,8 +284,8 @@ def ridge_cv_targets(
 
     Returns:
       :class:`RidgeCVResult` with per-target arrays sharded over the voxel axis. Warns with a
-      :class:`~v4jax.diagnostics.ConditioningWarning` when the solve at the grid's smallest
-      alpha cannot be trusted in the compute dtype (see :mod:`v4jax.diagnostics`).
+      :class:`~v4jax.diagnostics.ConditioningWarning` when the refit at the smallest alpha any
+      target chose cannot be trusted in the compute dtype (see :mod:`v4jax.diagnostics`).
     """
     if not isinstance(decomposition, RidgeDecomposition):
         raise TypeError(
@@ -304,10 +304,6 @@ def ridge_cv_targets(
         target_batch_size, "target_batch_size", allow_none=True
     )
     d = decomposition
-    spectrum, kind = (
-        (d.full.s, "singular") if d.solver == "primal" else (d.full.eigenvalues, "eigen")
-    )
-    check_conditioning(np.asarray(spectrum), alpha_grid, d.dtype, kind=kind, stacklevel=3)
     n_targets = Y.shape[1]
     n_padded, batch = padded_voxel_count(
         n_targets, d.mesh.size, n_targets if target_batch_size is None else target_batch_size
@@ -326,8 +322,10 @@ def ridge_cv_targets(
         )
     intercept = y_mean - d.feature_mean @ coef
     best_alpha_index = trim_voxels(best_alpha_index, n_targets)
+    best_alphas = alphas_device[best_alpha_index]
+    _check_refit_conditioning(d, best_alphas)
     return RidgeCVResult(
-        best_alphas=alphas_device[best_alpha_index],
+        best_alphas=best_alphas,
         cv_scores=trim_voxels(cv_scores, n_targets),
         coef=trim_voxels(coef, n_targets),
         intercept=trim_voxels(intercept, n_targets),
@@ -336,6 +334,22 @@ def ridge_cv_targets(
         alpha_on_edge=(best_alpha_index == 0) | (best_alpha_index == len(alpha_grid) - 1),
         solver=d.solver,
         score=score,
+    )
+
+
+def _check_refit_conditioning(decomposition: RidgeDecomposition, best_alphas: jax.Array) -> None:
+    """Warn when the refit at the smallest alpha any target chose is untrustworthy.
+
+    Only the spectrum (rank,) and one scalar reach the host; the minimum over the voxel axis is a
+    global reduction, so this works for arrays sharded across processes too.
+    """
+    full = decomposition.full
+    spectrum, kind = (
+        (full.s, "singular") if decomposition.solver == "primal" else (full.eigenvalues, "eigen")
+    )
+    smallest_chosen = float(jnp.min(best_alphas))
+    check_conditioning(
+        np.asarray(spectrum), [smallest_chosen], decomposition.dtype, kind=kind, stacklevel=4
     )
 
 
