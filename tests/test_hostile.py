@@ -544,11 +544,6 @@ def test_features_file_without_the_layer_is_named(conv_params, tmp_path):
     raises_ours(lambda: read_features(path, "conv3"), "no layer 'conv3'", "['conv1']")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="lead: study.read_features lets h5py's OSError escape for a truncated or non-HDF5 "
-    "features file (patch in docs/reliability.md)",
-)
 def test_truncated_features_file_is_named(conv_params, png_file, tmp_path):
     from v4jax.study import read_features
 

@@ -19,9 +19,10 @@ import dataclasses
 import datetime
 import json
 import platform
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import h5py
 import numpy as np
@@ -42,6 +43,7 @@ HYPERPARAMETER_NAMES = {
     "banded": "alpha",
     "readout": "penalty",
 }
+_T = TypeVar("_T")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -105,6 +107,13 @@ def extract_features(
 ) -> dict[str, Path]:
     """Extract AlexNet features of every stimulus, per arm, into HDF5 files (resumable).
 
+    Each arm's file is :func:`features_path` in ``out_dir``, (n_images, H, W, C) float32 per
+    layer. An existing file is reused only when it was extracted from the same stimuli
+    (``images_sha256``), weights, variant and transform and holds every requested layer;
+    otherwise a ValueError names the file and what differs (delete it or pass another
+    ``out_dir``). An interrupted extraction resumes (see
+    :func:`v4jax.features.extract_to_hdf5`).
+
     Returns:
       arm -> features file path.
     """
@@ -114,13 +123,19 @@ def extract_features(
     if unknown:
         raise ValueError(f"unknown arm(s) {unknown}; choose from {list(ARMS)}.")
     images = load_stimuli(data_dir)
+    paths = {arm: features_path(out_dir, arm, variant) for arm in arms}
+    request = (
+        _extraction_request(images, layers, variant, weights, seed)
+        if any(path.exists() for path in paths.values())
+        else {}
+    )
     written = {}
-    for arm in arms:
-        path = features_path(out_dir, arm, variant)
+    for arm, path in paths.items():
+        transform = retina_transform(variant, images.shape[1]) if arm == "retina" else None
         if path.exists():
+            _check_reusable(path, request, transform, layers)
             written[arm] = path
             continue
-        transform = retina_transform(variant, images.shape[1]) if arm == "retina" else None
         written[arm] = extract_to_hdf5(
             images,
             path,
@@ -135,18 +150,90 @@ def extract_features(
     return written
 
 
+def _extraction_request(
+    images: np.ndarray,
+    layers: Sequence[str],
+    variant: str,
+    weights: str | Path | None,
+    seed: int,
+) -> dict[str, str]:
+    """The attributes :func:`v4jax.features.extract_to_hdf5` would record (but ``transform``)."""
+    from v4jax.features import RandomWeightsWarning, images_sha256, resolve_params
+
+    with warnings.catch_warnings():
+        # Only the description is needed here; extracting with random weights warns.
+        warnings.simplefilter("ignore", RandomWeightsWarning)
+        description = resolve_params(weights, variant, seed, tuple(layers))[1]
+    return {"images_sha256": images_sha256(images), "weights": description, "variant": variant}
+
+
+def _check_reusable(
+    path: Path,
+    request: dict[str, str],
+    transform: Callable[[Any], Any] | None,
+    layers: Sequence[str],
+) -> None:
+    """Raise a ValueError naming ``path`` unless it holds features of exactly this request."""
+    from v4jax.features import transform_name
+
+    expected = {**request, "transform": transform_name(transform)}
+
+    def identity(handle: h5py.File) -> tuple[dict[str, str | None], list[str]]:
+        return {key: _text_attr(handle, key) for key in expected}, sorted(handle.keys())
+
+    stored, stored_layers = _read_features_file(path, identity)
+    differences = [
+        f"{key}: the file has {stored[key]!r}, this run asks for {value!r}"
+        for key, value in expected.items()
+        if stored[key] != value
+    ]
+    missing = [layer for layer in layers if layer not in stored_layers]
+    if missing:
+        differences.append(f"layers: the file lacks {missing} (it has {stored_layers})")
+    if differences:
+        raise ValueError(
+            f"{path} already exists but was extracted from other stimuli, weights or settings "
+            f"({'; '.join(differences)}); delete it to extract again, or pass another --out."
+        )
+
+
+def _text_attr(handle: h5py.File, key: str) -> str | None:
+    value = handle.attrs.get(key)
+    return value.decode() if isinstance(value, bytes) else (None if value is None else str(value))
+
+
+def _read_features_file(path: Path, read: Callable[[h5py.File], _T]) -> _T:
+    """``read(handle)`` of the features file at ``path``; a damaged file gets a ValueError."""
+    try:
+        with h5py.File(path, "r") as handle:
+            return read(handle)
+    except OSError as error:
+        raise ValueError(
+            f"{path} is not a readable features file ({error}); it may be truncated or another "
+            "kind of file: delete it and run `v4jax extract` again."
+        ) from None
+
+
 def read_features(path: str | Path, layer: str) -> tuple[np.ndarray, tuple[int, ...]]:
-    """(n_images, n_features) float32 design of one layer, and its map shape (H, W, C)."""
+    """(n_images, n_features) float32 design of one layer, and its map shape (H, W, C).
+
+    Raises:
+      FileNotFoundError: no such file. ValueError: the file is truncated or not HDF5, or it
+      lacks ``layer`` (the message names the file and what to do).
+    """
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"features file {path} does not exist; run `v4jax extract` first.")
-    with h5py.File(path, "r") as handle:
+
+    def layer_values(handle: h5py.File) -> np.ndarray:
         if layer not in handle:
             raise ValueError(
                 f"{path} has no layer {layer!r} (it has {sorted(handle.keys())}); extract it "
                 "with `v4jax extract --layers ...`."
             )
-        values = handle[layer][...]
+        return handle[layer][...]
+
+    values = _read_features_file(path, layer_values)
     design = values.reshape(values.shape[0], -1).astype(np.float32, copy=False)
     return design, tuple(values.shape[1:])
 
