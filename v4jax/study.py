@@ -9,7 +9,8 @@ The steps mirror the original study and can run separately (the CLI's ``extract`
    (a component count per voxel) chosen by cross-validation on the first 1,500 training images;
    scored on the study's test split (the last 250 training images) and the 120 validation
    images; the mean response over the ROI is fitted as one more target (the "V4-average"
-   analysis). Everything goes to one HDF5 results file and a JSON summary beside it.
+   analysis). Everything goes to one HDF5 results file and a JSON summary beside it. Each
+   finished fit is checkpointed, so an interrupted fit resumes where it stopped.
 3. :func:`v4jax.report.make_figures` draws the figures from the results file.
 """
 
@@ -18,7 +19,11 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import json
+import logging
+import os
 import platform
+import shutil
+import tempfile
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -27,9 +32,12 @@ from typing import Any, TypeVar
 import h5py
 import numpy as np
 
-from v4jax._io import atomic_path, atomic_write_text
+from v4jax._io import atomic_path, atomic_write_text, file_sha256
 from v4jax.data import load_vim1, study_split
+from v4jax.data._format import RESPONSES_FILE
 from v4jax.metrics import pearson_columns, r2_columns
+
+logger = logging.getLogger(__name__)
 
 ARMS = ("plain", "retina")
 METHODS = ("ridge", "pls", "banded", "readout")
@@ -43,6 +51,9 @@ HYPERPARAMETER_NAMES = {
     "banded": "alpha",
     "readout": "penalty",
 }
+CHECKPOINT_SUFFIX = ".partial"
+CHECKPOINT_FORMAT = "v4jax-study-checkpoint/1"
+CHECKPOINT_RUN_FILE = "run.json"
 _T = TypeVar("_T")
 
 
@@ -238,6 +249,44 @@ def read_features(path: str | Path, layer: str) -> tuple[np.ndarray, tuple[int, 
     return design, tuple(values.shape[1:])
 
 
+def input_hashes(data_dir: str | Path, features: dict[str, str | Path]) -> dict[str, Any]:
+    """What :func:`fit_study` records about its inputs (and keys its checkpoint on).
+
+    Returns:
+      ``features_sha256`` (arm -> sha256 of the features file), ``features_images_sha256`` and
+      ``features_weights`` (arm -> the file's ``images_sha256`` / ``weights`` attribute, None if
+      absent) and ``responses_sha256`` (sha256 of ``data_dir``'s ``EstimatedResponses.mat``).
+    """
+    responses = Path(data_dir) / RESPONSES_FILE
+    if not responses.is_file():
+        raise FileNotFoundError(
+            f"{responses} does not exist or is not a file; data_dir must hold the CRCNS vim-1 "
+            f"file {RESPONSES_FILE}."
+        )
+    paths = {arm: Path(path) for arm, path in features.items()}
+    attributes = {
+        arm: _read_features_file(
+            path,
+            lambda handle: {key: _text_attr(handle, key) for key in ("images_sha256", "weights")},
+        )
+        for arm, path in paths.items()
+    }
+    return {
+        "features_sha256": {arm: file_sha256(path) for arm, path in paths.items()},
+        "features_images_sha256": {
+            arm: attrs["images_sha256"] for arm, attrs in attributes.items()
+        },
+        "features_weights": {arm: attrs["weights"] for arm, attrs in attributes.items()},
+        "responses_sha256": file_sha256(responses),
+    }
+
+
+def checkpoint_path(results_path: str | Path) -> Path:
+    """The directory where :func:`fit_study` keeps the finished fits of an unfinished run."""
+    results_path = Path(results_path)
+    return results_path.with_name(results_path.name + CHECKPOINT_SUFFIX)
+
+
 def fit_study(
     data_dir: str | Path,
     features: dict[str, str | Path],
@@ -251,16 +300,38 @@ def fit_study(
 ) -> Path:
     """Fit every (subject, arm, method), score it and write the results file atomically.
 
+    Resumable: every finished (subject, arm group, method) fit is written atomically into the
+    checkpoint directory :func:`checkpoint_path` (``<results_path>.partial/``) together with
+    ``run.json``, the run's key (sha256 of the features and responses files, subjects, ROI and
+    settings). Calling again with the same inputs and settings after an interruption loads the
+    finished fits instead of recomputing them. A checkpoint whose finished fits come from other
+    inputs or settings is refused (ValueError naming what changed) rather than silently
+    discarded, so a mistyped argument never throws finished work away: rerun with the original
+    arguments, or delete the directory to start over (one holding no finished fit yet is
+    simply replaced). The checkpoint is created only once the first subject's data has loaded
+    and matched the features. The results file and its JSON summary are assembled from the
+    checkpoint (so a resumed run writes the same content as an uninterrupted one), each
+    written atomically, and then the checkpoint directory is removed.
+
     Args:
       data_dir: vim-1 directory (real or synthetic).
-      features: arm -> features file (from :func:`extract_features`).
+      features: arm -> features file (from :func:`extract_features`), (n_images, ...) per layer.
       results_path: HDF5 results file to write (a JSON summary goes beside it).
       subjects: subject numbers. roi: ROI name, code or list (as :func:`load_vim1`).
       settings: methods and grids.
       config: extra configuration recorded in the file.
 
+    The results file's attributes: ``config`` and ``versions`` (JSON), ``created`` (ISO time),
+    and the inputs' hashes (:func:`input_hashes`): ``features_sha256``,
+    ``features_images_sha256``, ``features_weights`` (JSON objects arm -> value) and
+    ``responses_sha256``.
+
     Returns:
       The results file path.
+
+    Raises:
+      ValueError: unknown methods, features that do not match the data, a damaged features
+        file, or a checkpoint left by a run with other inputs or settings.
     """
     unknown = sorted(set(settings.methods) - set(METHODS))
     if unknown:
@@ -274,32 +345,157 @@ def fit_study(
             "omit --retina/--no-retina."
         )
     results_path = Path(results_path)
+    inputs = input_hashes(data_dir, features)
+    key = _run_key(inputs, subjects, roi, settings)
+    checkpoint = checkpoint_path(results_path)
+    _check_checkpoint(checkpoint, key)
+    fits: list[tuple[int, str, str]] = []
+    for subject in subjects:
+        data = load_vim1(data_dir, subject=subject, roi=roi)
+        n_train, n_val = data.resp_train.shape[0], data.resp_val.shape[0]
+        split = study_split(n_train, n_val, settings.n_test)
+        for arm, design in designs.items():
+            if design.shape[0] != n_train + n_val:
+                raise ValueError(
+                    f"the {arm} features hold {design.shape[0]} images but the data has "
+                    f"{n_train} + {n_val}; re-run `v4jax extract` on this data directory."
+                )
+        _create_checkpoint(checkpoint, key)
+        with atomic_path(checkpoint / f"S{subject}.h5") as temporary:
+            with h5py.File(temporary, "w") as handle:
+                _write_subject_header(handle.create_group("subject"), data, data_dir, roi, split)
+        for method in settings.methods:
+            groups = [designs] if method == "banded" else [{arm: d} for arm, d in designs.items()]
+            for arms in groups:
+                arm = "+".join(arms)
+                fits.append((subject, arm, method))
+                fit_file = checkpoint / _fit_file_name(subject, arm, method)
+                if fit_file.exists():
+                    logger.info(
+                        "S%d/%s/%s: loaded from checkpoint %s", subject, arm, method, fit_file
+                    )
+                    continue
+                with atomic_path(fit_file) as temporary:
+                    with h5py.File(temporary, "w") as handle:
+                        row = _fit_one(
+                            handle.create_group("fit"),
+                            arms,
+                            map_shapes,
+                            data,
+                            split,
+                            method,
+                            settings,
+                            progress,
+                        )
+                        handle.attrs["summary"] = json.dumps(row)
+                logger.info(
+                    "S%d/%s/%s: fitted and checkpointed to %s", subject, arm, method, fit_file
+                )
     summary_rows = []
     with atomic_path(results_path) as temporary, h5py.File(temporary, "w") as handle:
-        _write_run_attributes(handle, data_dir, features, subjects, roi, settings, config)
+        _write_run_attributes(handle, data_dir, features, subjects, roi, settings, config, inputs)
         for subject in subjects:
-            data = load_vim1(data_dir, subject=subject, roi=roi)
-            n_train, n_val = data.resp_train.shape[0], data.resp_val.shape[0]
-            split = study_split(n_train, n_val, settings.n_test)
-            for arm, design in designs.items():
-                if design.shape[0] != n_train + n_val:
-                    raise ValueError(
-                        f"the {arm} features hold {design.shape[0]} images but the data has "
-                        f"{n_train} + {n_val}; re-run `v4jax extract` on this data directory."
-                    )
-            group = handle.create_group(f"S{subject}")
-            _write_subject_header(group, data, data_dir, roi, split)
-            for method in settings.methods:
-                groups = (
-                    [designs] if method == "banded" else [{arm: d} for arm, d in designs.items()]
-                )
-                for arms in groups:
-                    rows = _fit_one(
-                        group, arms, map_shapes, data, split, method, settings, progress
-                    )
-                    summary_rows.append({"subject": subject, **rows})
+            with _open_checkpoint_file(checkpoint / f"S{subject}.h5") as source:
+                handle.copy(source["subject"], f"S{subject}")
+        for subject, arm, method in fits:
+            with _open_checkpoint_file(checkpoint / _fit_file_name(subject, arm, method)) as source:
+                handle[f"S{subject}"].require_group(arm).copy(source["fit"], method)
+                summary_rows.append({"subject": subject, **json.loads(source.attrs["summary"])})
     atomic_write_text(results_path.with_suffix(".json"), json.dumps(summary_rows, indent=2))
+    shutil.rmtree(checkpoint)
     return results_path
+
+
+def _fit_file_name(subject: int, arm: str, method: str) -> str:
+    return f"S{subject}_{arm}_{method}.h5"
+
+
+def _run_key(
+    inputs: dict[str, Any], subjects: Sequence[int], roi: Any, settings: FitSettings
+) -> dict[str, Any]:
+    """Everything the fits depend on, as plain JSON values (compared on resume)."""
+    from v4jax import __version__
+
+    key = {
+        "format": CHECKPOINT_FORMAT,
+        "v4jax": __version__,
+        "features_sha256": inputs["features_sha256"],
+        "responses_sha256": inputs["responses_sha256"],
+        "subjects": [int(subject) for subject in subjects],
+        "roi": roi,
+        "settings": dataclasses.asdict(settings),
+    }
+    return json.loads(json.dumps(key))
+
+
+def _check_checkpoint(directory: Path, key: dict[str, Any]) -> None:
+    """Check an existing checkpoint against ``key``: refuse it if it holds finished fits of
+    other inputs or settings; remove it if it holds none (nothing would be lost)."""
+    if not directory.exists():
+        return
+    if not directory.is_dir():
+        raise ValueError(
+            f"{directory} exists but is not a checkpoint directory; move it away (fit_study "
+            "keeps its finished fits there)."
+        )
+    try:
+        stored = json.loads((directory / CHECKPOINT_RUN_FILE).read_text())
+    except (OSError, ValueError) as error:
+        raise ValueError(
+            f"the checkpoint {directory} of an unfinished fit cannot be read ({error}); delete "
+            "it to start over."
+        ) from None
+    changed = _changed_keys(stored, key)
+    finished = sorted(path.name for path in directory.glob("S*_*.h5"))
+    if changed and finished:
+        raise ValueError(
+            f"cannot resume from the checkpoint {directory}: it holds {len(finished)} finished "
+            f"fit(s) of a run with other inputs or settings (changed: {', '.join(changed)}). "
+            f"Rerun with the same arguments to resume, or delete {directory} to start over."
+        )
+    if changed:
+        logger.info("removing the checkpoint %s: no finished fits, other settings", directory)
+        shutil.rmtree(directory)
+    elif finished:
+        logger.info("resuming from checkpoint %s: %d finished fit(s)", directory, len(finished))
+
+
+def _create_checkpoint(directory: Path, key: dict[str, Any]) -> None:
+    """Create the checkpoint directory with its ``run.json`` (whole: never one without it)."""
+    if directory.exists():
+        return
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    temporary = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
+    (temporary / CHECKPOINT_RUN_FILE).write_text(json.dumps(key, indent=1, sort_keys=True))
+    os.replace(temporary, directory)
+
+
+def _changed_keys(stored: Any, key: dict[str, Any]) -> list[str]:
+    """Names of the entries that differ (one level into nested objects, e.g. settings.alphas)."""
+    if not isinstance(stored, dict):
+        return ["the checkpoint records no readable key"]
+    changed = []
+    for name in sorted(set(stored) | set(key)):
+        old, new = stored.get(name), key.get(name)
+        if isinstance(old, dict) and isinstance(new, dict):
+            changed += [
+                f"{name}.{inner}"
+                for inner in sorted(set(old) | set(new))
+                if old.get(inner) != new.get(inner)
+            ]
+        elif old != new:
+            changed.append(name)
+    return changed
+
+
+def _open_checkpoint_file(path: Path) -> h5py.File:
+    try:
+        return h5py.File(path, "r")
+    except OSError as error:
+        raise ValueError(
+            f"the checkpointed fit {path} cannot be read ({error}); delete it and run again "
+            "(only that fit is recomputed)."
+        ) from None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -376,7 +572,7 @@ def _fit_method(
 
 
 def _fit_one(
-    group: h5py.Group,
+    out: h5py.Group,
     designs: dict[str, np.ndarray],
     map_shapes: dict[str, tuple[int, ...]],
     data: Any,
@@ -403,7 +599,6 @@ def _fit_one(
         for name, function in (("r", pearson_columns), ("r2", r2_columns))
     }
     arm = "+".join(designs)
-    out = group.require_group(arm).create_group(method)
     out.attrs["hyperparameter_name"] = HYPERPARAMETER_NAMES[method]
     out["grid"] = grid
     out["cv_scores"] = fitted.cv_scores[:, :-1]
@@ -470,6 +665,7 @@ def _write_run_attributes(
     roi: Any,
     settings: FitSettings,
     config: dict[str, Any] | None,
+    inputs: dict[str, Any],
 ) -> None:
     import jax
 
@@ -494,3 +690,6 @@ def _write_run_attributes(
     handle.attrs["config"] = json.dumps(run)
     handle.attrs["versions"] = json.dumps(versions)
     handle.attrs["created"] = datetime.datetime.now(datetime.UTC).isoformat()
+    for name in ("features_sha256", "features_images_sha256", "features_weights"):
+        handle.attrs[name] = json.dumps(inputs[name])
+    handle.attrs["responses_sha256"] = inputs["responses_sha256"]
