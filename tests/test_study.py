@@ -10,7 +10,7 @@ import pytest
 
 from v4jax.cli import main
 
-REDUCED_DEMO = ["--n-train", "350", "--n-val", "60", "--voxels", "900", "--quiet"]
+REDUCED_DEMO = ["--n-train", "300", "--n-val", "60", "--voxels", "900", "--quiet"]
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +57,9 @@ def test_fitted_scores_respect_the_known_ground_truth(demo_dir, method):
             np.testing.assert_allclose(val_r[:3], recomputed, rtol=1e-4)
             assert np.median(val_r[signal]) > 0.2
             assert np.median(val_r[signal] / ceiling[signal]) < 1.0
-            assert abs(np.median(val_r[~signal])) < 0.1
+            # Noise-only voxels: near zero, within the sampling spread of r over the images.
+            assert abs(np.median(val_r[~signal])) < 2 / np.sqrt(truth.shape[0])
+            assert np.median(val_r[~signal]) < 0.5 * np.median(val_r[signal])
             grid = fitted["grid"][...]
             assert np.isin(fitted["best_hyperparameter"][...], grid).all()
 
@@ -122,6 +124,7 @@ def test_weights_of_the_wrong_variant_exit_with_one_clear_message(demo_dir, tmp_
     assert "Traceback" not in completed.stderr
 
 
+@pytest.mark.slow
 def test_banded_method_fits_both_arms_as_two_bands(demo_dir, tmp_path):
     from v4jax import study
 
@@ -131,7 +134,7 @@ def test_banded_method_fits_both_arms_as_two_bands(demo_dir, tmp_path):
         features,
         tmp_path / "results.h5",
         subjects=(1,),
-        settings=study.FitSettings(methods=("banded",), n_test=50),
+        settings=study.FitSettings(methods=("banded",), n_test=43),
         progress=False,
     )
     with h5py.File(results) as handle:
