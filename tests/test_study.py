@@ -107,6 +107,16 @@ def test_empty_or_unknown_roi_exits_with_one_clear_message(demo_dir, roi):
     assert "Traceback" not in completed.stderr
 
 
+def test_fit_passes_n_test_to_the_split_and_refuses_one_larger_than_the_training_set(demo_dir):
+    completed = run_cli(
+        "fit", "--data-dir", str(demo_dir / "data"), "--out", str(demo_dir),
+        "--methods", "ridge", "--n-test", "5000", "--quiet",
+    )  # fmt: skip
+    assert completed.returncode == 2
+    assert "n_test" in completed.stderr and "5000" in completed.stderr
+    assert "Traceback" not in completed.stderr
+
+
 def test_weights_of_the_wrong_variant_exit_with_one_clear_message(demo_dir, tmp_path):
     import jax
 

@@ -6,6 +6,10 @@ Solvers are pure functions on arrays (``ridge_cv``, ``pls1_cv``, ``pls2_fit``,
 run AlexNet, ``v4jax.retina`` warps images, ``v4jax.report`` draws figures.
 """
 
+from v4jax._runtime import configure_xla_flags
+
+configure_xla_flags()
+
 from v4jax import data
 from v4jax.banded import BandedRidgeCVResult, banded_ridge_cv
 from v4jax.cv import make_folds

@@ -64,6 +64,7 @@ def _fit_settings(arguments: argparse.Namespace):
         n_components=tuple(arguments.components),
         cv=arguments.cv,
         layer=arguments.layers[0],
+        n_test=arguments.n_test,
     )
 
 
@@ -264,6 +265,12 @@ def _add_fit(parser: argparse.ArgumentParser) -> None:
         "--components", type=_parse_ints, default="1:25", help="PLS component counts LOW:HIGH"
     )
     parser.add_argument("--cv", type=int, default=5, help="cross-validation folds")
+    parser.add_argument(
+        "--n-test",
+        type=int,
+        default=250,
+        help="the last N training images form the test split (the study: 250)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
