@@ -3,19 +3,18 @@
 Ridge along a decomposition applies the filter factors ``1 / (lam + alpha)`` (dual path, ``lam``
 the eigenvalues of the centred kernel) or ``s / (s² + alpha)`` (primal path, ``s`` the singular
 values of the centred design, ``lam = s²``). A symmetric eigensolver perturbs every eigenvalue
-by up to about ``floor = n * eps * lam_max`` (an SVD perturbs every singular value by up to
-``n * eps * s_max``, i.e. ``floor = (n * eps * s_max)²`` on ``lam``). Eigenvalues below the floor
-are indistinguishable from zero (the engines truncate them); each one above it carries a
-relative error of about ``floor / lam``, which reaches the solution damped by alpha::
+by about ``floor = sqrt(n) * eps * lam_max`` (an SVD every singular value by about
+``sqrt(n) * eps * s_max``, i.e. ``floor = (sqrt(n) * eps * s_max)²`` on ``lam``). Eigenvalues
+below the floor are indistinguishable from zero; each one above it carries a relative error of
+about ``floor / lam``, which reaches the solution damped by alpha::
 
-    error_bound = max over lam > floor of  floor / (lam + alpha_min)
-    condition_number = (lam_max + alpha_min) / (smallest lam > floor + alpha_min)
+    error_bound = max over lam > floor of  floor / (lam + alpha)
+    condition_number = (lam_max + alpha) / (smallest lam > floor + alpha)
 
-The bound is evaluated at the smallest alpha of the grid (the worst case). When it exceeds
-``tolerance``, :func:`check_conditioning` warns with the measured numbers and what to do:
-compute in float64, or start the alpha grid higher. The bound is normwise, so it is
-conservative for the primal path on graded designs (columns of very different scales), whose
-SVD is usually more accurate than the bound.
+The bound is evaluated at the smallest alpha given (the engines pass the smallest alpha any
+target chose). When it exceeds ``tolerance`` (default 1e-2), :func:`check_conditioning` warns
+with the measured numbers and what to do: compute in float64, or start the alpha grid higher.
+The bound is normwise: measured errors on the test designs lie between 1/50 and 50 times it.
 
 Example:
   >>> s = jnp.linalg.svd(X - X.mean(0), compute_uv=False)
@@ -33,7 +32,7 @@ import numpy as np
 from v4jax._validation import check_alphas, check_choice
 
 KINDS = ("singular", "eigen")
-DEFAULT_TOLERANCE = 1e-3
+DEFAULT_TOLERANCE = 1e-2
 
 
 class ConditioningWarning(UserWarning):
@@ -94,10 +93,10 @@ def conditioning(
         raise TypeError(f"dtype must be a floating dtype (float32 or float64), got {dtype}.")
     if kind == "singular":
         eigenvalues = values**2
-        floor = (values.size * np.finfo(dtype).eps * np.abs(values).max()) ** 2
+        floor = (np.sqrt(values.size) * np.finfo(dtype).eps * np.abs(values).max()) ** 2
     else:
         eigenvalues = values
-        floor = values.size * np.finfo(dtype).eps * np.abs(values).max()
+        floor = np.sqrt(values.size) * np.finfo(dtype).eps * np.abs(values).max()
     alpha = float(grid.min())
     resolved = eigenvalues[eigenvalues > floor]
     if resolved.size == 0:
