@@ -9,16 +9,15 @@ finished batches; damaged partial files and failed writes never leave a half-wri
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import h5py
 import jax
 import numpy as np
 import pytest
+from helpers.killing import sigkill_when_ready
 
 from v4jax import extract_to_hdf5, init_params, save_params
 from v4jax._io import atomic_path
@@ -79,27 +78,12 @@ def run_to_completion(images_file: Path, out: Path, log: Path) -> None:
 
 def run_until_hung(images_file: Path, out: Path, log: Path, hang_on: int) -> None:
     """Start the worker, wait until its ``hang_on``-th transform call, then SIGKILL it."""
-    process = subprocess.Popen(
+    sigkill_when_ready(
         worker_command(images_file, out),
-        env=worker_environment(log, hang_on),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
+        worker_environment(log, hang_on),
+        log.with_suffix(".ready"),
+        "the batch to be killed in",
     )
-    ready = log.with_suffix(".ready")
-    try:
-        deadline = time.monotonic() + 240
-        while not ready.exists():
-            if process.poll() is not None:
-                raise AssertionError(f"worker exited early: {process.stdout.read().decode()}")
-            if time.monotonic() > deadline:
-                raise AssertionError("worker never reached the batch to be killed in")
-            time.sleep(0.05)
-        os.kill(process.pid, signal.SIGKILL)
-        assert process.wait(timeout=60) == -signal.SIGKILL
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
 
 
 def test_sigkilled_extraction_resumes_to_the_uninterrupted_result(images, tmp_path):

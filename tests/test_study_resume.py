@@ -6,16 +6,15 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import h5py
 import numpy as np
 import pytest
+from helpers.killing import sigkill_when_ready
 
 from v4jax import study
 from v4jax.data import make_synthetic_vim1
@@ -171,27 +170,12 @@ def worker_command(study_inputs: tuple[Path, Path], *outputs: Path) -> list[str]
 
 def kill_after_checkpoints(command: list[str], log: Path, fits: int) -> None:
     """Start the worker, wait until it has checkpointed ``fits`` fits, then SIGKILL it."""
-    process = subprocess.Popen(
+    sigkill_when_ready(
         command,
-        env=worker_environment(log, fits),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
+        worker_environment(log, fits),
+        log.with_suffix(".ready"),
+        "the fit to be killed after",
     )
-    ready = log.with_suffix(".ready")
-    try:
-        deadline = time.monotonic() + 240
-        while not ready.exists():
-            if process.poll() is not None:
-                raise AssertionError(f"worker exited early: {process.stdout.read().decode()}")
-            if time.monotonic() > deadline:
-                raise AssertionError("worker never checkpointed the fit to be killed after")
-            time.sleep(0.05)
-        os.kill(process.pid, signal.SIGKILL)
-        assert process.wait(timeout=60) == -signal.SIGKILL
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
 
 
 def logged_fits(log: Path) -> list[str]:

@@ -1,0 +1,36 @@
+"""Kill-and-resume tests: start a worker, wait for its "ready" file, then SIGKILL it."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+
+def sigkill_when_ready(
+    command: list[str], environment: dict[str, str], ready: Path, waiting_for: str
+) -> None:
+    """Run ``command`` until it creates ``ready``, then SIGKILL it (at most 240 s of waiting).
+
+    Raises AssertionError when the worker exits first (with its output) or never gets there
+    (``waiting_for`` says what it should have reached).
+    """
+    process = subprocess.Popen(
+        command, env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
+    try:
+        deadline = time.monotonic() + 240
+        while not ready.exists():
+            if process.poll() is not None:
+                raise AssertionError(f"worker exited early: {process.stdout.read().decode()}")
+            if time.monotonic() > deadline:
+                raise AssertionError(f"worker never reached {waiting_for}")
+            time.sleep(0.05)
+        os.kill(process.pid, signal.SIGKILL)
+        assert process.wait(timeout=60) == -signal.SIGKILL
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
