@@ -122,10 +122,11 @@ def test_cv_forms_equal_brute_force_on_the_same_folds(cv):
 def test_jit_and_eager_and_batched_and_unbatched_targets_are_identical():
     X, Y = make_problem(24, 40, n_targets=11, seed=7)
     one_device = jax.devices()[:1]
-    reference = ridge_cv(X, Y, ALPHAS, cv=3, target_batch_size=None, devices=one_device)
-    batched = ridge_cv(X, Y, ALPHAS, cv=3, target_batch_size=3, devices=one_device)
-    with jax.disable_jit():  # eager dispatch is slow: one batch keeps it to a few seconds
-        eager = ridge_cv(X, Y, ALPHAS, cv=3, target_batch_size=None, devices=one_device)
+    folds = make_folds(2, len(X))
+    reference = ridge_cv(X, Y, ALPHAS, cv=folds, target_batch_size=None, devices=one_device)
+    batched = ridge_cv(X, Y, ALPHAS, cv=folds, target_batch_size=3, devices=one_device)
+    with jax.disable_jit():  # eager dispatch is slow: one batch, two folds keep it short
+        eager = ridge_cv(X, Y, ALPHAS, cv=folds, target_batch_size=None, devices=one_device)
     for other in (batched, eager):
         np.testing.assert_array_equal(np.asarray(other.best_alphas), reference.best_alphas)
         np.testing.assert_allclose(other.cv_scores, reference.cv_scores, rtol=1e-12, atol=1e-12)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import zipfile
 
 import numpy as np
 import pytest
@@ -140,7 +141,9 @@ def test_pth_state_dict_legacy_and_zip(tmp_path):
 
 
 def test_pth_without_torch_names_the_extra(tmp_path, monkeypatch):
-    (tmp_path / "alexnet.pth").write_bytes(b"not read")
+    # A zip archive, as torch.save writes since PyTorch 1.6: only PyTorch can read it further.
+    with zipfile.ZipFile(tmp_path / "alexnet.pth", "w") as archive:
+        archive.writestr("alexnet/data.pkl", b"not read")
     monkeypatch.setitem(sys.modules, "torch", None)
     with pytest.raises(ImportError, match=r"torch extra"):
         load_weights(tmp_path / "alexnet.pth", "torchvision")
