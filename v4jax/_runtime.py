@@ -38,7 +38,10 @@ def configure_xla_flags() -> None:
 
 
 def _backends_started() -> bool:
-    from jax._src import xla_bridge
-
+    """Whether JAX's backends are running (False where this JAX cannot tell)."""
+    try:
+        from jax._src import xla_bridge
+    except ImportError:
+        return False
     started = getattr(xla_bridge, "backends_are_initialized", None)
     return bool(started()) if started is not None else False
