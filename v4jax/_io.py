@@ -1,4 +1,4 @@
-"""File helpers shared by every writer: atomic writes and content hashes."""
+"""File helpers shared by every reader and writer: atomic writes, content hashes, HDF5 opening."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+
+import h5py
 
 
 @contextlib.contextmanager
@@ -57,3 +59,20 @@ def file_sha256(path: str | os.PathLike, chunk_size: int = 1 << 20) -> str:
         for chunk in iter(lambda: handle.read(chunk_size), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def open_hdf5(path: str | os.PathLike, what: str, advice: str = "") -> h5py.File:
+    """Open an HDF5 file for reading; a truncated or non-HDF5 file raises one clear ValueError.
+
+    The message reads ``"{path} is not a readable {what} ({h5py's reason}); {advice}"`` (or
+    ends after the reason when ``advice`` is empty), never h5py's bare ``OSError``.
+
+    Example:
+      >>> with open_hdf5("results.h5", "HDF5 results file") as handle:
+      ...     ...
+    """
+    try:
+        return h5py.File(path, "r")
+    except OSError as error:
+        ending = f"; {advice}" if advice else "."
+        raise ValueError(f"{path} is not a readable {what} ({error}){ending}") from None

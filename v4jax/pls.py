@@ -398,8 +398,7 @@ def pls1_cv(
       >>> result.best_n_components.shape, result.coef.shape
       ((n_targets,), (n_features, n_targets))
     """
-    X, Y, inferred_dtype, solver = _check_pls_inputs(X, Y, solver)
-    dtype = inferred_dtype if dtype is None else _validation.resolve_dtype(dtype)
+    X, Y, dtype, solver = _check_pls_inputs(X, Y, solver, dtype=dtype)
     _validation.check_choice(score, "score", SCORES)
     grid = as_component_grid(n_components)
     _check_grid_against_folds(grid, make_folds(cv, X.shape[0]), X.shape[1])
@@ -1273,7 +1272,7 @@ def _recentred_kernels(gram: jax.Array, train: jax.Array, test: jax.Array) -> _F
 
 
 def _check_pls_inputs(
-    X: Any, Y: Any, solver: str, names: tuple[str, str] = ("X", "Y")
+    X: Any, Y: Any, solver: str, names: tuple[str, str] = ("X", "Y"), dtype: Any = None
 ) -> tuple[Any, Any, np.dtype, str]:
     X = _validation.as_2d_float(X, names[0])
     Y = _validation.as_2d_float(Y, names[1], allow_1d=True)
@@ -1285,7 +1284,7 @@ def _check_pls_inputs(
         )
     if solver == "auto":
         solver = "dual" if X.shape[1] > X.shape[0] else "primal"
-    return X, Y, _validation.compute_dtype(X, Y), solver
+    return X, Y, _validation.resolve_dtype(dtype, X, Y), solver
 
 
 def _check_component_count(value: Any, limit: int, description: str) -> int:

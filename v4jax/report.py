@@ -31,7 +31,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
-from v4jax._io import atomic_path
+from v4jax._io import atomic_path, open_hdf5
 
 #: Colours per method, the same in every figure (Okabe-Ito palette, colour-blind safe).
 METHOD_COLOURS = {"ridge": "#0072B2", "pls": "#D55E00", "readout": "#009E73", "banded": "#CC79A7"}
@@ -159,11 +159,7 @@ def read_results(path: str | os.PathLike) -> StudyResults:
         raise FileNotFoundError(
             f"results file {path} does not exist; run `v4jax fit` (or `v4jax demo`) first."
         )
-    try:
-        handle = h5py.File(path, "r")
-    except OSError as error:
-        raise ValueError(f"{path} is not a readable HDF5 results file ({error}).") from None
-    with handle:
+    with open_hdf5(path, "HDF5 results file") as handle:
         subject_names = sorted(
             (name for name in handle if re.fullmatch(r"S\d+", name)), key=lambda n: int(n[1:])
         )

@@ -32,7 +32,7 @@ from typing import Any, TypeVar
 import h5py
 import numpy as np
 
-from v4jax._io import atomic_path, atomic_write_text, file_sha256
+from v4jax._io import atomic_path, atomic_write_text, file_sha256, open_hdf5
 from v4jax.data import load_vim1, study_split
 from v4jax.data._format import RESPONSES_FILE
 from v4jax.metrics import pearson_columns, r2_columns
@@ -215,14 +215,9 @@ def _text_attr(handle: h5py.File, key: str) -> str | None:
 
 def _read_features_file(path: Path, read: Callable[[h5py.File], _T]) -> _T:
     """``read(handle)`` of the features file at ``path``; a damaged file gets a ValueError."""
-    try:
-        with h5py.File(path, "r") as handle:
-            return read(handle)
-    except OSError as error:
-        raise ValueError(
-            f"{path} is not a readable features file ({error}); it may be truncated or another "
-            "kind of file: delete it and run `v4jax extract` again."
-        ) from None
+    advice = "it may be truncated or another kind of file: delete it and run `v4jax extract` again."
+    with open_hdf5(path, "features file", advice) as handle:
+        return read(handle)
 
 
 def read_features(path: str | Path, layer: str) -> tuple[np.ndarray, tuple[int, ...]]:
@@ -489,13 +484,9 @@ def _changed_keys(stored: Any, key: dict[str, Any]) -> list[str]:
 
 
 def _open_checkpoint_file(path: Path) -> h5py.File:
-    try:
-        return h5py.File(path, "r")
-    except OSError as error:
-        raise ValueError(
-            f"the checkpointed fit {path} cannot be read ({error}); delete it and run again "
-            "(only that fit is recomputed)."
-        ) from None
+    return open_hdf5(
+        path, "checkpointed fit", "delete it and run again (only that fit is recomputed)."
+    )
 
 
 @dataclasses.dataclass(frozen=True)

@@ -57,7 +57,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from v4jax import _validation
-from v4jax._io import atomic_path, file_sha256
+from v4jax._io import atomic_path, file_sha256, open_hdf5
 from v4jax.cv import make_folds
 from v4jax.metrics import SCORES, pearson_columns, r2_columns
 from v4jax.sharding import replicate
@@ -290,11 +290,7 @@ def _open_reader(source: Vim1Source | ArraySource, n_test: int) -> Iterator[_Rea
 def _open_hdf5(path: Path, description: str) -> Iterator[h5py.File]:
     if not path.exists():
         raise FileNotFoundError(f"{description} {path} does not exist.")
-    try:
-        handle = h5py.File(path, "r")
-    except OSError as error:
-        raise ValueError(f"{description} {path} is not a readable HDF5 file ({error}).") from None
-    with handle:
+    with open_hdf5(path, f"HDF5 {description}") as handle:
         yield handle
 
 

@@ -23,6 +23,7 @@ import h5py
 import numpy as np
 import scipy.io
 
+from v4jax._io import open_hdf5
 from v4jax._validation import check_choice, check_positive_int
 from v4jax.data import _format as fmt
 
@@ -366,13 +367,12 @@ def _data_file(data_dir: str | os.PathLike, name: str) -> Path:
 
 
 def _open_hdf5(path: Path) -> h5py.File:
-    try:
-        return h5py.File(path, "r")
-    except OSError as error:
-        raise ValueError(
-            f"{path} is not a readable MATLAB v7.3 (HDF5) file ({error}); expected the CRCNS "
-            "vim-1 file as distributed; it may be truncated or corrupt: download it again."
-        ) from None
+    return open_hdf5(
+        path,
+        "MATLAB v7.3 (HDF5) file",
+        "expected the CRCNS vim-1 file as distributed; it may be truncated or corrupt: "
+        "download it again.",
+    )
 
 
 def _read_vector(path: Path, dataset: h5py.Dataset, name: str) -> np.ndarray:
