@@ -81,6 +81,67 @@ def test_best_alphas_and_refit_equal_brute_force_sklearn(shape, score):
     assert relative_error(result.intercept, expected_intercept) <= 1e-8
 
 
+@pytest.mark.parametrize("shape", SHAPES.values(), ids=SHAPES.keys())
+@pytest.mark.parametrize("dtype,tolerance", [(np.float64, 1e-10), (np.float32, 1e-4)])
+def test_predict_equals_sklearn_and_the_dual_path_forms_coef_only_when_asked(
+    shape, dtype, tolerance
+):
+    X, Y = make_problem(*shape, seed=11, offset=5.0)
+    X_new = make_problem(7, shape[1], seed=12, offset=5.0)[0]
+    result = ridge_cv(X.astype(dtype), Y.astype(dtype), ALPHAS, cv=4, feature_block_size=33)
+    kernel_route = result.predict(X_new.astype(dtype))
+    assert kernel_route.dtype == dtype
+    expected = np.stack(
+        [
+            Ridge(alpha=alpha).fit(X, Y[:, j]).predict(X_new)
+            for j, alpha in enumerate(np.asarray(result.best_alphas, dtype=np.float64))
+        ],
+        axis=1,
+    )
+    assert relative_error(kernel_route, expected) <= tolerance
+    if result.solver == "dual":
+        assert "coef" not in vars(result)
+        assert result.dual_coef.shape == (len(X), Y.shape[1])
+        coef = result.coef
+        assert "coef" in vars(result) and result.coef is coef
+        coef_route = result.predict(X_new.astype(dtype))
+        assert relative_error(coef_route, expected) <= tolerance
+    else:
+        assert result.dual_coef is None
+    with pytest.raises(ValueError, match=f"fitted on {shape[1]}"):
+        result.predict(X_new[:, :-1])
+
+
+@pytest.mark.parametrize("route", ["host-blas", "device"])
+@pytest.mark.parametrize("fit_intercept", [True, False])
+def test_one_pass_kernel_equals_float64_numpy_on_both_routes(fit_intercept, route):
+    from v4jax.ridge import _centred_gram, _host_blas
+    from v4jax.sharding import voxel_mesh
+
+    X = make_problem(31, 50, seed=13, offset=3.0)[0]
+    X = X if route == "host-blas" else jax.numpy.asarray(X)
+    assert _host_blas(X, voxel_mesh(None)) == (route == "host-blas")
+    gram, design_dot_mean, mean = _centred_gram(X, fit_intercept, np.float64, 16)
+    X = np.asarray(X)
+    expected_mean = X.mean(axis=0) if fit_intercept else np.zeros(X.shape[1])
+    assert relative_error(mean, expected_mean) <= 1e-12 if fit_intercept else not np.any(mean)
+    centred = X - expected_mean
+    assert relative_error(gram, centred @ centred.T) <= 1e-12
+    if fit_intercept:
+        assert relative_error(design_dot_mean, centred @ expected_mean) <= 1e-12
+
+
+def test_host_and_device_arrays_give_the_same_fit_and_predictions():
+    X, Y = make_problem(40, 120, seed=14)
+    X_new = make_problem(5, 120, seed=15)[0]
+    host = ridge_cv(X, Y, ALPHAS, cv=4, feature_block_size=50)
+    device = ridge_cv(jax.numpy.asarray(X), Y, ALPHAS, cv=4, feature_block_size=50)
+    np.testing.assert_array_equal(np.asarray(host.best_alphas), device.best_alphas)
+    for name in ("cv_scores", "dual_coef", "intercept", "coef"):
+        assert relative_error(getattr(host, name), getattr(device, name)) <= 1e-10
+    assert relative_error(host.predict(X_new), device.predict(jax.numpy.asarray(X_new))) <= 1e-10
+
+
 def test_float32_cross_validation_matches_float64_reference():
     X, Y = make_problem(60, 200, seed=4)
     result = ridge_cv(X.astype(np.float32), Y.astype(np.float32), ALPHAS, cv=3)

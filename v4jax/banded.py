@@ -39,7 +39,6 @@ from v4jax.ridge import (
     _dual_basis,
     _dual_coefficients,
     _dual_full,
-    _feature_mean,
     _fold_scores,
 )
 
@@ -204,13 +203,9 @@ def banded_ridge_cv(
     folds = make_folds(cv, n_samples)
     dtype = _validation.resolve_dtype(dtype, *bands, Y)
 
-    means = [_feature_mean(X, dtype, feature_block_size, fit_intercept) for X in bands]
-    grams = jnp.stack(
-        [
-            _centred_gram(X, mean, dtype, feature_block_size)
-            for X, mean in zip(bands, means, strict=True)
-        ]
-    )
+    kernels = [_centred_gram(X, fit_intercept, dtype, feature_block_size) for X in bands]
+    grams = jnp.stack([gram for gram, _, _ in kernels])
+    means = [mean for _, _, mean in kernels]
     Y_device = jnp.asarray(Y, dtype=dtype)
     alphas_device = jnp.asarray(alpha_grid, dtype=dtype)
     candidates_device = jnp.asarray(candidates, dtype=dtype)

@@ -550,15 +550,21 @@ def _fit_method(
         from v4jax.ridge import ridge_cv
 
         result = ridge_cv(design[fit_rows], Y_fit, settings.alphas, cv=settings.cv)
-        grid, best_index = np.asarray(settings.alphas), np.asarray(result.best_alpha_index)
-    else:
-        from v4jax.pls import pls1_cv
+        return _MethodFit(
+            np.asarray(settings.alphas),
+            np.asarray(result.best_alpha_index),
+            np.asarray(result.cv_scores),
+            lambda rows: np.asarray(result.predict(design[rows])),
+        )
+    from v4jax.pls import pls1_cv
 
-        result = pls1_cv(design[fit_rows], Y_fit, settings.n_components, cv=settings.cv)
-        grid, best_index = np.asarray(result.n_components), np.asarray(result.best_index)
+    result = pls1_cv(design[fit_rows], Y_fit, settings.n_components, cv=settings.cv)
     coef, intercept = np.asarray(result.coef), np.asarray(result.intercept)
     return _MethodFit(
-        grid, best_index, np.asarray(result.cv_scores), lambda rows: design[rows] @ coef + intercept
+        np.asarray(result.n_components),
+        np.asarray(result.best_index),
+        np.asarray(result.cv_scores),
+        lambda rows: design[rows] @ coef + intercept,
     )
 
 
