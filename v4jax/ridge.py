@@ -725,6 +725,7 @@ def _centred_gram(
         n_samples = X.shape[0]
         gram = np.zeros((n_samples, n_samples), dtype=dtype)
         design_dot_mean = np.zeros(n_samples, dtype=dtype)
+        buffer = np.empty((n_samples, min(block, X.shape[1])), dtype=dtype)  # reused: no faults
         means = []
         for start in blocks:
             X_block = np.asarray(X[:, start : start + block], dtype=dtype)
@@ -733,7 +734,7 @@ def _centred_gram(
                 if fit_intercept
                 else np.zeros_like(X_block[0])
             )
-            centred = X_block - mean_block
+            centred = np.subtract(X_block, mean_block, out=buffer[:, : X_block.shape[1]])
             gram += centred @ centred.T  # numpy calls BLAS syrk for a product with its transpose
             design_dot_mean += centred @ mean_block
             means.append(mean_block)
@@ -779,10 +780,13 @@ def _cross_kernel(
     if _host_blas(X, mesh):
         mean = np.asarray(mean.addressable_data(0))  # replicated: every device holds all of it
         kernel = np.zeros((X_new.shape[0], X.shape[0]), dtype=dtype)
+        buffer = np.empty((X.shape[0], min(block, X.shape[1])), dtype=dtype)
         for start in range(0, X.shape[1], block):
             columns = slice(start, start + block)
             X_new_block = np.asarray(X_new[:, columns], dtype=dtype) - mean[columns]
-            kernel += X_new_block @ (np.asarray(X[:, columns], dtype=dtype) - mean[columns]).T
+            X_block = np.asarray(X[:, columns], dtype=dtype)
+            centred = np.subtract(X_block, mean[columns], out=buffer[:, : X_block.shape[1]])
+            kernel += X_new_block @ centred.T
         return replicate(kernel, mesh, dtype)
     kernel = replicate(np.zeros((X_new.shape[0], X.shape[0])), mesh, dtype)
     for start in range(0, X.shape[1], block):
