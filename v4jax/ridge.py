@@ -101,6 +101,10 @@ class RidgeCVResult:
       score: "r2" or "pearson".
       dual_coef: (n_samples, n_targets) dual coefficients ``a`` with
         ``coef = (X - mean)ᵀ a`` (dual path), else None.
+
+    On the dual path the result keeps a reference to the design it was fitted on (not a copy,
+    which would double the memory): do not modify that array in place before ``coef`` or
+    :meth:`predict` has used it.
     """
 
     best_alphas: jax.Array
