@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any, NamedTuple
 
 import jax
@@ -724,21 +724,16 @@ def _centred_gram(
     mesh = voxel_mesh(None) if mesh is None else mesh
     starts = range(0, X.shape[1], block)
     show = progress if progress is not None else len(starts) > 8
-    blocks = tqdm(starts, desc="kernel feature blocks", disable=not show)
+    progress_bar = functools.partial(
+        tqdm, desc="kernel feature blocks", total=len(starts), disable=not show
+    )
     if _host_blas(X, mesh):
         n_samples = X.shape[0]
         gram = np.zeros((n_samples, n_samples), dtype=dtype)
         design_dot_mean = np.zeros(n_samples, dtype=dtype)
-        buffer = np.empty((n_samples, min(block, X.shape[1])), dtype=dtype)  # reused: no faults
         means = []
-        for start in blocks:
-            X_block = np.asarray(X[:, start : start + block], dtype=dtype)
-            mean_block = (
-                X_block.mean(axis=0, dtype=np.float64).astype(dtype)
-                if fit_intercept
-                else np.zeros_like(X_block[0])
-            )
-            centred = np.subtract(X_block, mean_block, out=buffer[:, : X_block.shape[1]])
+        blocks = _host_centred_blocks(X, None, fit_intercept, dtype, block)
+        for _, centred, mean_block in progress_bar(blocks):
             gram += centred @ centred.T  # numpy calls BLAS syrk for a product with its transpose
             design_dot_mean += centred @ mean_block
             means.append(mean_block)
@@ -747,7 +742,7 @@ def _centred_gram(
     gram = replicate(np.zeros((X.shape[0], X.shape[0])), mesh, dtype)
     design_dot_mean = replicate(np.zeros(X.shape[0]), mesh, dtype)
     means = []
-    for start in blocks:
+    for start in progress_bar(starts):
         X_block = replicate(X[:, start : start + block], mesh, dtype)
         gram, design_dot_mean, mean_block = _accumulate_gram(
             gram, design_dot_mean, X_block, fit_intercept
@@ -777,6 +772,29 @@ def _host_blas(X: Any, mesh: Any) -> bool:
     )
 
 
+def _host_centred_blocks(
+    X: Any, mean: np.ndarray | None, fit_intercept: bool, dtype: np.dtype, block: int
+) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+    """Yield (first column, centred (n_samples, width) block, its (width,) means) of X.
+
+    The means are ``mean``'s, or (when None) each block's own column means (float64 sums;
+    zeros without intercept). Every block is centred into one reused buffer: fresh 57 MB blocks
+    page-faulted (1.6 s vs 1.3 s for the conv3 kernel), so a yielded block is valid only until
+    the next one.
+    """
+    buffer = np.empty((X.shape[0], min(block, X.shape[1])), dtype=dtype)
+    for start in range(0, X.shape[1], block):
+        X_block = np.asarray(X[:, start : start + block], dtype=dtype)
+        if mean is not None:
+            mean_block = mean[start : start + X_block.shape[1]]
+        elif fit_intercept:
+            mean_block = X_block.mean(axis=0, dtype=np.float64).astype(dtype)
+        else:
+            mean_block = np.zeros(X_block.shape[1], dtype=dtype)
+        centred = np.subtract(X_block, mean_block, out=buffer[:, : X_block.shape[1]])
+        yield start, centred, mean_block
+
+
 def _cross_kernel(
     X_new: Any, X: Any, mean: jax.Array, dtype: np.dtype, block: int, mesh: Any
 ) -> jax.Array:
@@ -784,12 +802,8 @@ def _cross_kernel(
     if _host_blas(X, mesh):
         mean = np.asarray(mean.addressable_data(0))  # replicated: every device holds all of it
         kernel = np.zeros((X_new.shape[0], X.shape[0]), dtype=dtype)
-        buffer = np.empty((X.shape[0], min(block, X.shape[1])), dtype=dtype)
-        for start in range(0, X.shape[1], block):
-            columns = slice(start, start + block)
-            X_new_block = np.asarray(X_new[:, columns], dtype=dtype) - mean[columns]
-            X_block = np.asarray(X[:, columns], dtype=dtype)
-            centred = np.subtract(X_block, mean[columns], out=buffer[:, : X_block.shape[1]])
+        for start, centred, mean_block in _host_centred_blocks(X, mean, True, dtype, block):
+            X_new_block = np.asarray(X_new[:, start : start + block], dtype=dtype) - mean_block
             kernel += X_new_block @ centred.T
         return replicate(kernel, mesh, dtype)
     kernel = replicate(np.zeros((X_new.shape[0], X.shape[0])), mesh, dtype)
