@@ -8,7 +8,6 @@ finished batches; damaged partial files and failed writes never leave a half-wri
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -17,7 +16,7 @@ import h5py
 import jax
 import numpy as np
 import pytest
-from helpers.killing import sigkill_when_ready
+from helpers.killing import sigkill_when_ready, worker_environment
 
 from v4jax import extract_to_hdf5, init_params, save_params
 from v4jax._io import atomic_path
@@ -51,16 +50,6 @@ def logged_batches(log: Path) -> list[int]:
     return [int(line) for line in log.read_text().split()] if log.exists() else []
 
 
-def worker_environment(log: Path, hang_on: int | None) -> dict[str, str]:
-    """The worker's environment: JAX's plain defaults (not this session's 4 devices and x64)."""
-    environment = {**os.environ, "V4JAX_TEST_LOG": str(log)}
-    environment.pop("XLA_FLAGS", None)
-    environment.pop("V4JAX_TEST_HANG_ON", None)
-    if hang_on is not None:
-        environment["V4JAX_TEST_HANG_ON"] = str(hang_on)
-    return environment
-
-
 def worker_command(images_file: Path, out: Path) -> list[str]:
     return [sys.executable, str(HELPERS / "extraction_worker.py"), str(images_file), str(out)]
 
@@ -68,7 +57,7 @@ def worker_command(images_file: Path, out: Path) -> list[str]:
 def run_to_completion(images_file: Path, out: Path, log: Path) -> None:
     completed = subprocess.run(
         worker_command(images_file, out),
-        env=worker_environment(log, None),
+        env=worker_environment(log, "V4JAX_TEST_HANG_ON", None),
         capture_output=True,
         text=True,
         timeout=300,
@@ -80,7 +69,7 @@ def run_until_hung(images_file: Path, out: Path, log: Path, hang_on: int) -> Non
     """Start the worker, wait until its ``hang_on``-th transform call, then SIGKILL it."""
     sigkill_when_ready(
         worker_command(images_file, out),
-        worker_environment(log, hang_on),
+        worker_environment(log, "V4JAX_TEST_HANG_ON", hang_on),
         log.with_suffix(".ready"),
         "the batch to be killed in",
     )

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -14,7 +13,7 @@ from typing import Any
 import h5py
 import numpy as np
 import pytest
-from helpers.killing import sigkill_when_ready
+from helpers.killing import sigkill_when_ready, worker_environment
 
 from v4jax import study
 from v4jax.data import make_synthetic_vim1
@@ -152,16 +151,6 @@ def test_results_record_the_sha256_of_their_inputs(study_inputs, tmp_path):
 # -- resumable fitting ---------------------------------------------------------------------------
 
 
-def worker_environment(log: Path, hang_after: int | None) -> dict[str, str]:
-    """The worker's environment: JAX's plain defaults (not this session's 4 devices and x64)."""
-    environment = {**os.environ, "V4JAX_TEST_LOG": str(log)}
-    environment.pop("XLA_FLAGS", None)
-    environment.pop("V4JAX_TEST_HANG_AFTER", None)
-    if hang_after is not None:
-        environment["V4JAX_TEST_HANG_AFTER"] = str(hang_after)
-    return environment
-
-
 def worker_command(study_inputs: tuple[Path, Path], *outputs: Path) -> list[str]:
     data_dir, features_dir = study_inputs
     script = HELPERS / "fit_worker.py"
@@ -172,7 +161,7 @@ def kill_after_checkpoints(command: list[str], log: Path, fits: int) -> None:
     """Start the worker, wait until it has checkpointed ``fits`` fits, then SIGKILL it."""
     sigkill_when_ready(
         command,
-        worker_environment(log, fits),
+        worker_environment(log, "V4JAX_TEST_HANG_AFTER", fits),
         log.with_suffix(".ready"),
         "the fit to be killed after",
     )
@@ -231,7 +220,7 @@ def test_a_killed_fit_resumes_without_recomputing_finished_fits(study_inputs, tm
     reference = tmp_path / "reference.h5"
     completed = subprocess.run(
         worker_command(study_inputs, out, reference),
-        env=worker_environment(tmp_path / "resumed.log", None),
+        env=worker_environment(tmp_path / "resumed.log", "V4JAX_TEST_HANG_AFTER", None),
         capture_output=True,
         text=True,
         timeout=300,

@@ -34,3 +34,17 @@ def sigkill_when_ready(
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+def worker_environment(log: Path, hang_variable: str, hang_value: int | None) -> dict[str, str]:
+    """A worker's environment: JAX's plain defaults (not the session's 4 devices and x64).
+
+    The worker logs to ``log`` (``V4JAX_TEST_LOG``) and hangs where ``hang_variable`` says
+    (set to ``hang_value``; unset when None).
+    """
+    environment = {**os.environ, "V4JAX_TEST_LOG": str(log)}
+    environment.pop("XLA_FLAGS", None)
+    environment.pop(hang_variable, None)
+    if hang_value is not None:
+        environment[hang_variable] = str(hang_value)
+    return environment
