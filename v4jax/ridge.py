@@ -777,18 +777,20 @@ def _host_centred_blocks(
 ) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
     """Yield (first column, centred (n_samples, width) block, its (width,) means) of X.
 
-    The means are ``mean``'s, or (when None) each block's own column means (float64 sums;
-    zeros without intercept). Every block is centred into one reused buffer: fresh 57 MB blocks
-    page-faulted (1.6 s vs 1.3 s for the conv3 kernel), so a yielded block is valid only until
-    the next one.
+    The means are ``mean``'s, or (when None) each block's own column means (zeros without
+    intercept), summed by a BLAS gemv: 6x faster than a float64 numpy mean on conv3 blocks and
+    within 8e-7 of it in float32. Every block is centred into one reused buffer: fresh 57 MB
+    blocks page-faulted (1.6 s vs 1.3 s for the conv3 kernel), so a yielded block is valid only
+    until the next one.
     """
     buffer = np.empty((X.shape[0], min(block, X.shape[1])), dtype=dtype)
+    ones = np.ones(X.shape[0], dtype=dtype)
     for start in range(0, X.shape[1], block):
         X_block = np.asarray(X[:, start : start + block], dtype=dtype)
         if mean is not None:
             mean_block = mean[start : start + X_block.shape[1]]
         elif fit_intercept:
-            mean_block = X_block.mean(axis=0, dtype=np.float64).astype(dtype)
+            mean_block = (ones @ X_block) / X.shape[0]
         else:
             mean_block = np.zeros(X_block.shape[1], dtype=dtype)
         centred = np.subtract(X_block, mean_block, out=buffer[:, : X_block.shape[1]])
