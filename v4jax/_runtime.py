@@ -41,19 +41,20 @@ def configure_xla_flags() -> None:
     v4jax before running any JAX computation, or set the flags in the environment yourself.
     """
     flags = os.environ.get("XLA_FLAGS", "")
-    settings = [f"{CPU_SCHEDULER_FLAG}=false"]
+    settings = {CPU_SCHEDULER_FLAG: "false"}
     if _jaxlib_version() >= YNN_FLAG_SINCE:
-        settings.append(f"{YNN_FUSION_FLAG}=")
-    missing = [setting for setting in settings if setting.split("=")[0] not in flags]
+        settings[YNN_FUSION_FLAG] = ""
+    missing = {flag: value for flag, value in settings.items() if flag not in flags}
     if not missing:
         return
-    os.environ["XLA_FLAGS"] = " ".join([flags, *missing]).strip()
+    added = [f"{flag}={value}" for flag, value in missing.items()]
+    os.environ["XLA_FLAGS"] = " ".join([flags, *added]).strip()
     if "jax" in sys.modules and _backends_started():
-        purposes = "; ".join(f"{setting} {_PURPOSES[setting.split('=')[0]]}" for setting in missing)
+        purposes = "; ".join(f"{flag}={value} {_PURPOSES[flag]}" for flag, value in missing.items())
         warnings.warn(
             "JAX was already running when v4jax was imported, so these XLA settings cannot take "
             f"effect: {purposes}. Import v4jax before any JAX computation, or start Python with "
-            f"XLA_FLAGS='{' '.join(missing)}'.",
+            f"XLA_FLAGS='{' '.join(added)}'.",
             RuntimeWarning,
             stacklevel=3,
         )
