@@ -16,8 +16,8 @@ subject 1), 17 alphas log-spaced 1e-2..1e6, 5 contiguous folds, float32, an alph
 
 The machine floor: the v4jax child also times the dual path's library calls alone (the kernel's
 BLAS syrk, one LAPACK eigh per fold and for the refit, the per-voxel and predict products), each
-on its own at its exact shape. No implementation of the algorithm can take less on this machine,
-so himalaya's time over the floor is the largest ratio any implementation could report here.
+on its own at its exact shape. An implementation of the algorithm can hardly take less on this
+machine, so himalaya's time over the floor estimates the largest ratio one could report here.
 
 Each method runs in its own child process (so its peak RSS is its own), ``--repeats`` times after
 one warm-up; the table reports medians, ratios and peak memory, and the JSON goes to
@@ -84,22 +84,6 @@ def flop_count(
     return gram + folds * per_fold + refit + predict
 
 
-def measure_matmul_rate(size: int = 4096, repeats: int = 5) -> float:
-    """Median float32 matmul rate of JAX's default device, FLOP/s."""
-    import jax
-    import jax.numpy as jnp
-
-    a = jax.random.normal(jax.random.key(0), (size, size), dtype=jnp.float32)
-    product = jax.jit(lambda x, y: x @ y)
-    product(a, a).block_until_ready()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        product(a, a).block_until_ready()
-        times.append(time.perf_counter() - start)
-    return 2 * size**3 / float(np.median(times))
-
-
 def median_seconds(function, repeats: int = 3) -> float:
     """Median wall time of ``function()`` (JAX outputs awaited) after one warm-up call."""
     import jax
@@ -113,6 +97,16 @@ def median_seconds(function, repeats: int = 3) -> float:
     return float(np.median(times))
 
 
+def measure_matmul_rate(size: int = 4096, repeats: int = 5) -> float:
+    """Median float32 matmul rate of JAX's default device, FLOP/s."""
+    import jax
+    import jax.numpy as jnp
+
+    a = jax.random.normal(jax.random.key(0), (size, size), dtype=jnp.float32)
+    product = jax.jit(lambda x, y: x @ y)
+    return 2 * size**3 / median_seconds(lambda: product(a, a), repeats)
+
+
 def machine_floor(
     X: np.ndarray, n_new: int, n_targets: int, n_alphas: int, folds: int, block: int = 8192
 ) -> dict[str, float]:
@@ -120,8 +114,9 @@ def machine_floor(
 
     Each call runs on its own, at its exact shape, with nothing between calls: the kernel's BLAS
     syrk over contiguous feature blocks (copies untimed), one LAPACK eigh per fold and one for
-    the refit, and the products of the per-voxel phase and of predict (numpy BLAS). No
-    implementation of the algorithm can take less; the sum bounds how fast v4jax could be here.
+    the refit (on a random kernel of that size), and the products of the per-voxel phase and of
+    predict (numpy BLAS). An implementation of the algorithm on this machine can hardly take
+    less: the sum estimates how fast v4jax could be here.
     """
     import jax
     import jax.numpy as jnp
