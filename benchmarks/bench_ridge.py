@@ -256,6 +256,11 @@ def relative_difference(actual: np.ndarray, expected: np.ndarray) -> float:
     return float(np.linalg.norm(actual - expected) / np.linalg.norm(expected))
 
 
+def peer_list(rows: list[dict], value) -> str:
+    """``"method value, ..."`` for every peer row (not v4jax), ``value(row)`` formatted."""
+    return ", ".join(f"{row['method']} {value(row)}" for row in rows if row["method"] != "v4jax")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--samples", type=int, default=1750)
@@ -359,11 +364,7 @@ def main() -> None:
             for name in ("coef_seconds", "coef_peak_rss_mib", "coef_route_difference")
         }
         summary["v4jax_primal_coef"] = coef_info
-        with_coef = ", ".join(
-            f"{row['method']} {row['speedup_of_v4jax_with_coef']:.1f}x"
-            for row in rows
-            if row["method"] != "v4jax"
-        )
+        with_coef = peer_list(rows, lambda row: f"{row['speedup_of_v4jax_with_coef']:.1f}x")
         print(
             f"v4jax result.coef on request (not in the timings above): "
             f"{coef_info['coef_seconds']:.2f} s more, peak {coef_info['coef_peak_rss_mib']:.0f} "
@@ -382,11 +383,7 @@ def main() -> None:
         )
         floor = measured["v4jax"]["machine_floor"]
         summary["machine_floor"] = floor
-        bounds = ", ".join(
-            f"{row['method']} {row['median_s'] / floor['total_s']:.2f}x"
-            for row in rows
-            if row["method"] != "v4jax"
-        )
+        bounds = peer_list(rows, lambda row: f"{row['median_s'] / floor['total_s']:.2f}x")
         print(
             f"machine floor (the path's library calls alone, each timed on its own): kernel syrk "
             f"{floor['kernel_syrk_s']:.2f} s + {args.folds + 1} eigh {floor['eigh_s']:.2f} s + "
