@@ -2,7 +2,7 @@
 
 Measures, for each batch size, the median over ``--repeats`` runs of
 
-- ``jax_network``: :func:`v4jax.features.extract` of prepared (N, 224, 224, 3) inputs to
+- ``jax_network``: :func:`v4jax.features.extraction.extract` of prepared (N, 224, 224, 3) inputs to
   ``conv3`` (``preprocess=False``; host -> device -> numpy included),
 - ``jax_pipeline``: the same from raw (N, 128, 128) grayscale stimuli, with the JAX
   preprocessing (min-max, gray -> RGB, resize, ImageNet normalisation) in the jitted step,
@@ -33,11 +33,12 @@ from pathlib import Path
 import jax
 import numpy as np
 
+import v4jax
 from v4jax._io import atomic_write_text
-from v4jax.features import extract
-from v4jax.images import prepare_images
-from v4jax.models import param_shapes
-from v4jax.weights import check_params, torchvision_to_flax
+from v4jax.features.extraction import extract
+from v4jax.features.images import prepare_images
+from v4jax.features.models import param_shapes
+from v4jax.features.weights import check_params, torchvision_to_flax
 
 RESULTS = Path(__file__).resolve().parent / "results"
 CONV_INDEX = {"conv1": 0, "conv2": 3, "conv3": 6, "conv4": 8, "conv5": 10}
@@ -216,4 +217,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    v4jax.configure_xla()  # the XLA settings the v4jax command uses
     main()

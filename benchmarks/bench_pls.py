@@ -3,13 +3,13 @@
 Problem (defaults): 1,750 samples x 64,896 features (AlexNet conv3) x 1,550 targets (V4 of
 subject 1), float32, scale=False (Brain-Score's mapping).
 
-* PLS2: ``v4jax.pls.pls2_fit(X, Y, 25)`` vs ``sklearn PLSRegression(25, scale=False).fit``.
+* PLS2: ``v4jax.solvers.pls.pls2_fit(X, Y, 25)`` vs ``sklearn PLSRegression(25, scale=False).fit``.
   scikit-learn is timed on the full problem, ``--sklearn-repeats`` times (default 1). On a
   small CPU one full fit takes most of an hour (thousands of power iterations, each two passes
   over the float64 design): ``--sklearn-pls2-estimate`` instead times fits with 2 and 4
   iterations per component on the full problem and extrapolates to the real iteration counts
   (equal to v4jax's, same algorithm), labelled as an estimate.
-* PLS1 per target over components 1..25 with 5 contiguous folds: ``v4jax.pls.pls1_cv`` (all
+* PLS1 per target over components 1..25 with 5 contiguous folds: ``v4jax.solvers.pls.pls1_cv`` (all
   targets, every count, refit with each target's count) vs a scikit-learn loop. The loop is
   timed on ``--loop-targets`` targets and scaled linearly to all targets (stated in the output).
   It is the loop's fast form: per target and fold ONE ``PLSRegression(25)`` fit, whose nested
@@ -34,6 +34,8 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+
+import v4jax
 
 RESULTS = Path(__file__).resolve().parent / "results"
 N_COMPONENTS = 25
@@ -138,8 +140,8 @@ def main() -> None:
     import jax
     from sklearn.cross_decomposition import PLSRegression
 
-    from v4jax.cv import make_folds
-    from v4jax.pls import pls1_cv, pls2_fit
+    from v4jax.solvers.engine.folds import make_folds
+    from v4jax.solvers.pls import pls1_cv, pls2_fit
 
     n = args.samples
     p = max(1, int(args.features / args.shrink))
@@ -314,4 +316,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    v4jax.configure_xla()  # the XLA settings the v4jax command uses
     main()

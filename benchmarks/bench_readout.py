@@ -5,7 +5,7 @@ Problem (defaults): 1,750 training + 120 validation images, conv3-like feature m
 factorised read-out (Gaussian RF x channel weights) plus noise. Both methods run on the default
 JAX device (CPU here, the GPU when one is present):
 
-* readout: ``v4jax.readout.fit_readout`` (Gaussian RFs, grid-search init, Adam with early
+* readout: ``v4jax.solvers.readout.fit_readout`` (Gaussian RFs, grid-search init, Adam with early
   stopping, the default 3-value penalty grid, every voxel x penalty pair trained).
 * ridge: ``v4jax.ridge_cv`` on the flattened features (64,896), 17 alphas, 5 folds.
 
@@ -29,9 +29,10 @@ from pathlib import Path
 import jax
 import numpy as np
 
+import v4jax
 from v4jax import pearson_columns, ridge_cv
 from v4jax._io import atomic_write_text
-from v4jax.readout import fit_readout, predict_readout
+from v4jax.solvers.readout import fit_readout, predict_readout
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -185,4 +186,5 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
+    v4jax.configure_xla()  # the XLA settings the v4jax command uses
     main()

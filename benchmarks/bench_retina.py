@@ -39,8 +39,9 @@ import numpy as np
 import scipy
 import scipy.ndimage
 
+import v4jax
 from v4jax._io import atomic_write_text
-from v4jax.retina import retina_grid, retina_warp, valid_output_sizes
+from v4jax.features.retina import retina_grid, retina_warp, valid_output_sizes
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -204,4 +205,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    v4jax.configure_xla()  # the XLA settings the v4jax command uses
     main()

@@ -39,6 +39,8 @@ from pathlib import Path
 
 import numpy as np
 
+import v4jax
+
 RESULTS = Path(__file__).resolve().parent / "results"
 METHODS = ("v4jax", "himalaya", "sklearn")
 REFERENCE = "float64-reference"
@@ -401,4 +403,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    v4jax.configure_xla()  # the XLA settings the v4jax command uses
     main()

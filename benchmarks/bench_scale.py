@@ -9,7 +9,7 @@ Three measurements, each in fresh child processes (so devices and peak RSS are t
   (``XLA_FLAGS=--xla_force_host_platform_device_count=N``); on a GPU host the child uses the
   real devices instead. Simulated devices share the machine's cores, so on a 2-core machine no
   gain beyond 2 is possible; the point is that sharding adds no overhead.
-* memory: ``v4jax.sweep.run_sweep`` over an HDF5 response file (float32, chunked by voxel
+* memory: ``v4jax.pipeline.sweep.run_sweep`` over an HDF5 response file (float32, chunked by voxel
   columns, random responses with a planted linear signal) of 10k and 100k voxels, streamed in
   blocks of ``--block-voxels``; the child reports its peak RSS (``ru_maxrss``), overall and
   after every block, which must not grow with the number of voxels (it plateaus after the first
@@ -36,6 +36,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+import v4jax
 
 RESULTS = Path(__file__).resolve().parent / "results"
 SIGNAL_RANK = 32
@@ -67,7 +69,7 @@ def child_time(arguments: argparse.Namespace) -> dict:
     """Time ridge_cv_targets for each voxel count on all of this process's devices."""
     import jax
 
-    from v4jax.ridge import prepare_ridge, ridge_cv_targets
+    from v4jax.solvers.ridge import prepare_ridge, ridge_cv_targets
 
     X = make_design(arguments.samples, arguments.features)
     alphas = np.logspace(-2, 6, arguments.alphas)
@@ -99,7 +101,7 @@ def child_memory(arguments: argparse.Namespace) -> dict:
     """Write the synthetic files (if absent), run one out-of-core sweep, report peak RSS."""
     import h5py
 
-    from v4jax.sweep import ArraySource, feature_layers, run_sweep
+    from v4jax.pipeline.sweep import ArraySource, feature_layers, run_sweep
 
     folder = Path(arguments.workdir)
     n_voxels = arguments.voxels[0]
@@ -122,8 +124,8 @@ def child_memory(arguments: argparse.Namespace) -> dict:
     del X
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     trace = _PeakRssAfterBlocks()
-    logging.getLogger("v4jax.sweep").setLevel(logging.INFO)
-    logging.getLogger("v4jax.sweep").addHandler(trace)
+    logging.getLogger("v4jax.pipeline.sweep").setLevel(logging.INFO)
+    logging.getLogger("v4jax.pipeline.sweep").addHandler(trace)
     out = folder / f"sweep_{n_voxels}.h5"
     start = time.perf_counter()
     summary = run_sweep(
@@ -305,4 +307,5 @@ def main(argv=None) -> dict | None:
 
 
 if __name__ == "__main__":
+    v4jax.configure_xla()  # the XLA settings the v4jax command uses
     main()

@@ -1,7 +1,8 @@
 """Extract AlexNet conv3 features of every vim-1 stimulus after retinawarp.
 
 Corresponds to the original study's notebook that extracted conv3 after retinawarp: each
-128 px stimulus is warped straight to the network's input size (``v4jax.study.retina_transform``:
+128 px stimulus is warped straight to the network's input size
+(``v4jax.pipeline.study.retina_transform``:
 full resolution at fixation, periphery compressed), then goes through AlexNet; conv3 is written
 to ``OUT/features_{variant}_retina.h5`` (resumable; an existing file is kept).
 

@@ -1,6 +1,7 @@
 """Argument handling shared by the study scripts: feature extraction and the V4 fit, each run
 on one feature arm (``"plain"`` or ``"retina"``), and the parser and error handling of every
-script. The work itself is :mod:`v4jax.study` and :mod:`v4jax.report`; this module only turns
+script. The work itself is :mod:`v4jax.pipeline.study` and :mod:`v4jax.pipeline.report`;
+this module only turns
 a command line into those calls.
 """
 
@@ -10,9 +11,10 @@ import argparse
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from v4jax import study
-from v4jax.models import VARIANTS
-from v4jax.report import format_table, make_figures, summary_table
+from v4jax._runtime import configure_xla
+from v4jax.features.models import VARIANTS
+from v4jax.pipeline import study
+from v4jax.pipeline.report import format_table, make_figures, summary_table
 
 DEFAULT_OUT = "v4jax_out"
 
@@ -139,8 +141,10 @@ def run(
     step: Callable[[argparse.Namespace], None],
     argv: Sequence[str] | None,
 ) -> int:
-    """Parse ``argv`` and run ``step``; bad input ends with one message and status 2."""
+    """Parse ``argv``, apply :func:`v4jax.configure_xla` and run ``step``; bad input ends with
+    one message and status 2."""
     arguments = parser.parse_args(argv)
+    configure_xla()
     try:
         step(arguments)
     except (ValueError, OSError) as error:

@@ -1,4 +1,5 @@
-"""Test configuration: 4 simulated CPU devices and float64 available, set before JAX starts."""
+"""Test configuration: 4 simulated CPU devices, float64 and v4jax's XLA settings, set before JAX
+starts."""
 
 import os
 
@@ -8,6 +9,10 @@ os.environ["XLA_FLAGS"] = (
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 import jax
+
+import v4jax
+
+v4jax.configure_xla()  # as the CLI does: the settings the solvers were measured with
 
 jax.config.update("jax_enable_x64", True)
 

@@ -8,8 +8,8 @@ from sklearn.linear_model import Ridge
 from sklearn.metrics import r2_score
 
 from v4jax import ridge_cv
-from v4jax.banded import band_weight_grid, banded_ridge_cv, dirichlet_band_weights
-from v4jax.cv import make_folds
+from v4jax.solvers.banded import band_weight_grid, banded_ridge_cv, dirichlet_band_weights
+from v4jax.solvers.engine.folds import make_folds
 
 
 def _relative_error(actual, expected) -> float:

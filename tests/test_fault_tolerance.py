@@ -24,7 +24,7 @@ from v4jax._io import atomic_path
 HELPERS = Path(__file__).parent / "helpers"
 N_IMAGES = 22  # 6 batches of 4, the last one partial
 
-pytestmark = pytest.mark.filterwarnings("ignore::v4jax.features.RandomWeightsWarning")
+pytestmark = pytest.mark.filterwarnings("ignore::v4jax.features.extraction.RandomWeightsWarning")
 
 
 @pytest.fixture(scope="module")

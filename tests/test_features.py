@@ -12,11 +12,16 @@ import jax
 import numpy as np
 import pytest
 
-from v4jax.features import RandomWeightsWarning, extract, extract_to_hdf5
-from v4jax.images import CAFFE_MEAN_BGR, IMAGENET_MEAN_RGB, IMAGENET_STD_RGB, prepare_images
-from v4jax.models import apply_alexnet, init_params
+from v4jax.features.extraction import RandomWeightsWarning, extract, extract_to_hdf5
+from v4jax.features.images import (
+    CAFFE_MEAN_BGR,
+    IMAGENET_MEAN_RGB,
+    IMAGENET_STD_RGB,
+    prepare_images,
+)
+from v4jax.features.models import apply_alexnet, init_params
 
-pytestmark = pytest.mark.filterwarnings("ignore::v4jax.features.RandomWeightsWarning")
+pytestmark = pytest.mark.filterwarnings("ignore::v4jax.features.extraction.RandomWeightsWarning")
 
 
 def relative_error(actual, reference) -> float:
@@ -261,7 +266,7 @@ MEMORY_SCRIPT = textwrap.dedent(
     """
     import json, resource, sys, warnings
     import numpy as np
-    from v4jax.features import extract_to_hdf5
+    from v4jax.features.extraction import extract_to_hdf5
     warnings.simplefilter("ignore")
     folder = sys.argv[1]
     images = np.random.default_rng(0).uniform(-0.5, 0.5, (1870, 128, 128)).astype(np.float32)

@@ -43,9 +43,9 @@ from v4jax import (
     save_params,
 )
 from v4jax.data import load_vim1, make_synthetic_vim1
-from v4jax.report import read_results
+from v4jax.pipeline.report import read_results
 
-pytestmark = pytest.mark.filterwarnings("ignore::v4jax.features.RandomWeightsWarning")
+pytestmark = pytest.mark.filterwarnings("ignore::v4jax.features.extraction.RandomWeightsWarning")
 
 OUR_ERRORS = (ValueError, TypeError, FileNotFoundError, FileExistsError)
 BOUNDED = settings(
@@ -538,14 +538,14 @@ def test_read_results_on_damaged_and_foreign_files(vim1_dir, png_file, tmp_path)
 
 
 def test_features_file_without_the_layer_is_named(conv_params, tmp_path):
-    from v4jax.study import read_features
+    from v4jax.pipeline.study import read_features
 
     path = extract_to_hdf5(GRAY, tmp_path / "f.h5", "conv1", params=conv_params, progress=False)
     raises_ours(lambda: read_features(path, "conv3"), "no layer 'conv3'", "['conv1']")
 
 
 def test_truncated_features_file_is_named(conv_params, png_file, tmp_path):
-    from v4jax.study import read_features
+    from v4jax.pipeline.study import read_features
 
     path = extract_to_hdf5(GRAY, tmp_path / "f.h5", "conv1", params=conv_params, progress=False)
     truncate(path, 0.3)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from numpy.lib.stride_tricks import sliding_window_view
 
-from v4jax.models import (
+from v4jax.features.models import (
     VARIANTS,
     AlexNet,
     adaptive_avg_pool,
@@ -17,7 +17,7 @@ from v4jax.models import (
     output_shapes,
     param_shapes,
 )
-from v4jax.weights import torchvision_to_flax
+from v4jax.features.weights import torchvision_to_flax
 
 GOLDEN_LAYERS = ("conv1", "pool1", "conv2", "pool2", "conv3", "conv4", "conv5", "pool5")
 

@@ -6,7 +6,7 @@ from sklearn.cross_decomposition import PLSRegression
 from sklearn.metrics import r2_score
 
 from v4jax import make_folds
-from v4jax.pls import pls1_cv, pls1_path, pls2_cv, pls2_fit
+from v4jax.solvers.pls import pls1_cv, pls1_path, pls2_cv, pls2_fit
 
 SHAPES = {"n>p": (70, 30), "n<p": (45, 120)}
 TOLERANCE = {np.float64: 1e-6, np.float32: 1e-3}

@@ -8,8 +8,8 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.utils.estimator_checks import estimator_checks_generator
 
-from v4jax.estimators import PLS1CV, PLSRegression
-from v4jax.pls import pls1_cv
+from v4jax.solvers.estimators import PLS1CV, PLSRegression
+from v4jax.solvers.pls import pls1_cv
 
 
 def relative_error(actual, expected):

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from v4jax import pearson_columns, ridge_cv
-from v4jax.readout import (
+from v4jax.solvers.readout import (
     FactorisedReadout,
     fit_readout,
     gaussian_maps,

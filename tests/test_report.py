@@ -6,7 +6,7 @@ import h5py
 import numpy as np
 import pytest
 
-from v4jax.report import format_table, make_figures, read_results, summary_table
+from v4jax.pipeline.report import format_table, make_figures, read_results, summary_table
 
 ARMS = ("plain", "retina")
 METHODS = ("ridge", "pls")

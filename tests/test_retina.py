@@ -1,4 +1,5 @@
-"""Tests of v4jax.retina against the original package's outputs and independent references."""
+"""Tests of v4jax.features.retina against the original package's outputs and independent
+references."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import scipy.ndimage
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from v4jax.retina import (
+from v4jax.features.retina import (
     RetinaWarp,
     retina_fit,
     retina_grid,

@@ -115,8 +115,8 @@ def test_predict_equals_sklearn_and_the_dual_path_forms_coef_only_when_asked(
 @pytest.mark.parametrize("route", ["host-blas", "device"])
 @pytest.mark.parametrize("fit_intercept", [True, False])
 def test_one_pass_kernel_equals_float64_numpy_on_both_routes(fit_intercept, route):
-    from v4jax.ridge import _centred_gram, _host_blas
-    from v4jax.sharding import voxel_mesh
+    from v4jax.solvers.engine.sharding import voxel_mesh
+    from v4jax.solvers.ridge import _centred_gram, _host_blas
 
     X = make_problem(31, 50, seed=13, offset=3.0)[0]
     X = X if route == "host-blas" else jax.numpy.asarray(X)

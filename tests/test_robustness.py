@@ -16,7 +16,7 @@ import pytest
 from sklearn.cross_decomposition import PLSRegression as SklearnPLS
 
 from v4jax import pls1_cv, ridge_cv
-from v4jax.diagnostics import (
+from v4jax.solvers.diagnostics import (
     ConditioningWarning,
     check_conditioning,
     condition_message,
@@ -367,7 +367,7 @@ def test_float64_without_x64_mode_says_how_to_enable_it():
 
 
 def test_grid_edge_is_flagged_per_voxel_and_counted_in_the_summary_table():
-    from v4jax.report import format_table
+    from v4jax.pipeline.report import format_table
 
     X, Y = DESIGNS["plain"]
     noise = np.random.default_rng(1).standard_normal((N_SAMPLES, 1))

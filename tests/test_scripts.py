@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from v4jax.data import ROI_NAMES, make_synthetic_vim1
-from v4jax.models import output_shapes, variant_spec
+from v4jax.features.models import output_shapes, variant_spec
 
 SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
 STEPS = (

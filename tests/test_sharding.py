@@ -12,9 +12,9 @@ import pytest
 from jax.sharding import NamedSharding, PartitionSpec
 
 from v4jax import make_folds, pls1_cv, ridge_cv
-from v4jax.pls import _pls1_per_target_program, pls1_cv_targets, prepare_pls1
-from v4jax.ridge import _dual_basis, _dual_full, _per_voxel_program
-from v4jax.sharding import padded_voxel_count, voxel_mesh
+from v4jax.solvers.engine.sharding import padded_voxel_count, voxel_mesh
+from v4jax.solvers.pls import _pls1_per_target_program, pls1_cv_targets, prepare_pls1
+from v4jax.solvers.ridge import _dual_basis, _dual_full, _per_voxel_program
 
 ALPHAS = np.logspace(-2, 4, 7)
 COLLECTIVES = ("all-reduce", "all-gather", "collective-permute", "all-to-all", "reduce-scatter")

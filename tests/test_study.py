@@ -8,7 +8,7 @@ import h5py
 import numpy as np
 import pytest
 
-from v4jax.cli import main
+from v4jax.pipeline.cli import main
 
 REDUCED_DEMO = ["--n-train", "300", "--n-val", "60", "--voxels", "900", "--quiet"]
 
@@ -75,7 +75,7 @@ def test_signal_voxels_reach_most_of_the_noise_ceiling(demo_dir):
 
 def run_cli(*arguments):
     return subprocess.run(
-        [sys.executable, "-m", "v4jax.cli", *arguments], capture_output=True, text=True
+        [sys.executable, "-m", "v4jax.pipeline.cli", *arguments], capture_output=True, text=True
     )
 
 
@@ -120,8 +120,8 @@ def test_fit_passes_n_test_to_the_split_and_refuses_one_larger_than_the_training
 def test_weights_of_the_wrong_variant_exit_with_one_clear_message(demo_dir, tmp_path):
     import jax
 
-    from v4jax.models import init_params
-    from v4jax.weights import save_params
+    from v4jax.features.models import init_params
+    from v4jax.features.weights import save_params
 
     weights = tmp_path / "caffe.msgpack"
     save_params(init_params(jax.random.key(0), "caffe"), weights, variant="caffe")
@@ -136,7 +136,7 @@ def test_weights_of_the_wrong_variant_exit_with_one_clear_message(demo_dir, tmp_
 
 @pytest.mark.slow
 def test_banded_method_fits_both_arms_as_two_bands(demo_dir, tmp_path):
-    from v4jax import study
+    from v4jax.pipeline import study
 
     features = {arm: study.features_path(demo_dir, arm, "torchvision") for arm in study.ARMS}
     results = study.fit_study(

@@ -15,17 +15,17 @@ import numpy as np
 import pytest
 from helpers.killing import sigkill_when_ready, worker_environment
 
-from v4jax import study
 from v4jax.data import make_synthetic_vim1
+from v4jax.pipeline import study
 
 HELPERS = Path(__file__).parent / "helpers"
 SYNTHETIC = dict(n_train=60, n_val=16, n_voxels=24, all_nan_fraction=0.0, partial_nan_fraction=0.0)
 LAYER = "pool1"
 
 pytestmark = [
-    pytest.mark.filterwarnings("ignore::v4jax.features.RandomWeightsWarning"),
+    pytest.mark.filterwarnings("ignore::v4jax.features.extraction.RandomWeightsWarning"),
     # Random-weight pool1 features are badly conditioned; the fits' values do not matter here.
-    pytest.mark.filterwarnings("ignore::v4jax.diagnostics.ConditioningWarning"),
+    pytest.mark.filterwarnings("ignore::v4jax.solvers.diagnostics.ConditioningWarning"),
 ]
 
 
@@ -74,7 +74,7 @@ def test_a_matching_features_file_is_reused_without_recomputing(study_inputs, mo
     def no_extraction(*args: Any, **kwargs: Any) -> None:
         raise AssertionError("extract_to_hdf5 was called for a file that should be reused")
 
-    monkeypatch.setattr("v4jax.features.extract_to_hdf5", no_extraction)
+    monkeypatch.setattr("v4jax.features.extraction.extract_to_hdf5", no_extraction)
     written = study.extract_features(
         data_dir, features_dir, layers=(LAYER,), batch_size=16, progress=False
     )

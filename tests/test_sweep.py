@@ -15,9 +15,7 @@ import numpy as np
 import pytest
 
 from v4jax import make_folds
-from v4jax.pls import pls1_cv
-from v4jax.ridge import ridge_cv
-from v4jax.sweep import (
+from v4jax.pipeline.sweep import (
     PARTIAL_SUFFIX,
     ArraySource,
     add_sweep_command,
@@ -26,6 +24,8 @@ from v4jax.sweep import (
     resolve_devices,
     run_sweep,
 )
+from v4jax.solvers.pls import pls1_cv
+from v4jax.solvers.ridge import ridge_cv
 
 ALPHAS = (0.1, 10.0, 1000.0)
 N_SAMPLES, N_TEST, N_VOXELS = 70, 10, 22
@@ -148,7 +148,7 @@ class _InterruptAfter(logging.Handler):
 
 def test_an_interrupted_sweep_resumes_and_refuses_changed_settings(inputs, tmp_path):
     out = tmp_path / "out.h5"
-    sweep_logger = logging.getLogger("v4jax.sweep")
+    sweep_logger = logging.getLogger("v4jax.pipeline.sweep")
     handler = _InterruptAfter(3)
     sweep_logger.addHandler(handler)
     sweep_logger.setLevel(logging.INFO)
@@ -295,7 +295,7 @@ def test_out_of_core_peak_memory_does_not_grow_with_voxels(tmp_path):
 
 def test_vim1_source_streams_an_roi_and_scores_the_validation_images(tmp_path):
     from v4jax.data import make_synthetic_vim1, open_responses
-    from v4jax.sweep import Vim1Source
+    from v4jax.pipeline.sweep import Vim1Source
 
     make_synthetic_vim1(
         tmp_path, n_train=40, n_val=10, n_voxels=30, subjects=(1,), seed=3, progress=False

@@ -8,8 +8,8 @@ import zipfile
 import numpy as np
 import pytest
 
-from v4jax.models import apply_alexnet, param_shapes
-from v4jax.weights import (
+from v4jax.features.models import apply_alexnet, param_shapes
+from v4jax.features.weights import (
     caffe_npy_to_flax,
     check_params,
     load_weights,

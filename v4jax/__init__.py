@@ -2,20 +2,24 @@
 
 Solvers are pure functions on arrays (``ridge_cv``, ``pls1_cv``, ``pls2_fit``,
 ``banded_ridge_cv``, ``fit_readout``); thin scikit-learn estimators sit on top (``RidgeCV``,
-``PLS1CV``, ``PLSRegression``). ``v4jax.data`` reads vim-1, ``v4jax.models``/``v4jax.features``
-run AlexNet, ``v4jax.retina`` warps images, ``v4jax.report`` draws figures.
+``PLS1CV``, ``PLSRegression``), all in ``v4jax.solvers``. ``v4jax.data`` reads vim-1,
+``v4jax.features`` runs AlexNet and the retina warp, ``v4jax.pipeline`` runs the study, sweeps,
+figures and the command line.
 """
 
-from v4jax._runtime import configure_xla_flags
-
-configure_xla_flags()
-
 from v4jax import data
-from v4jax.banded import BandedRidgeCVResult, banded_ridge_cv
-from v4jax.cv import make_folds
-from v4jax.estimators import PLS1CV, PLSRegression, RidgeCV
-from v4jax.features import RandomWeightsWarning, extract, extract_to_hdf5
-from v4jax.images import prepare_images
+from v4jax._runtime import configure_xla
+from v4jax.features.extraction import RandomWeightsWarning, extract, extract_to_hdf5
+from v4jax.features.images import prepare_images
+from v4jax.features.models import AlexNet, apply_alexnet, init_params
+from v4jax.features.retina import (
+    RetinaWarp,
+    retina_fit,
+    retina_grid,
+    retina_warp,
+    valid_output_sizes,
+)
+from v4jax.features.weights import load_weights, save_params
 from v4jax.metrics import (
     bootstrap_ci,
     ceiling_normalised,
@@ -26,12 +30,20 @@ from v4jax.metrics import (
     permutation_pvalues,
     r2_columns,
 )
-from v4jax.models import AlexNet, apply_alexnet, init_params
-from v4jax.pls import PLS1CVResult, PLS2CVResult, PLS2Result, pls1_cv, pls1_path, pls2_cv, pls2_fit
-from v4jax.readout import FactorisedReadout, ReadoutResult, fit_readout, predict_readout
-from v4jax.retina import RetinaWarp, retina_fit, retina_grid, retina_warp, valid_output_sizes
-from v4jax.ridge import RidgeCVResult, ridge_cv, ridge_path
-from v4jax.weights import load_weights, save_params
+from v4jax.solvers.banded import BandedRidgeCVResult, banded_ridge_cv
+from v4jax.solvers.engine.folds import make_folds
+from v4jax.solvers.estimators import PLS1CV, PLSRegression, RidgeCV
+from v4jax.solvers.pls import (
+    PLS1CVResult,
+    PLS2CVResult,
+    PLS2Result,
+    pls1_cv,
+    pls1_path,
+    pls2_cv,
+    pls2_fit,
+)
+from v4jax.solvers.readout import FactorisedReadout, ReadoutResult, fit_readout, predict_readout
+from v4jax.solvers.ridge import RidgeCVResult, ridge_cv, ridge_path
 
 __version__ = "0.1.0"
 
@@ -54,6 +66,7 @@ __all__ = [
     "banded_ridge_cv",
     "bootstrap_ci",
     "ceiling_normalised",
+    "configure_xla",
     "data",
     "extract",
     "extract_to_hdf5",

@@ -17,7 +17,7 @@ import time
 import warnings
 from pathlib import Path
 
-from v4jax import study
+from v4jax.pipeline import study
 
 SUBJECTS = (1, 2)
 SETTINGS = study.FitSettings(
@@ -56,7 +56,7 @@ def main(data_dir: str, features_dir: str, out: str, reference: str | None = Non
     log = Path(os.environ["V4JAX_TEST_LOG"])
     hang_after = os.environ.get("V4JAX_TEST_HANG_AFTER")
     handler = _LogComputedFits(log, None if hang_after is None else int(hang_after))
-    study_logger = logging.getLogger("v4jax.study")
+    study_logger = logging.getLogger("v4jax.pipeline.study")
     study_logger.setLevel(logging.INFO)
     study_logger.addHandler(handler)
     fit(data_dir, features_dir, out)

@@ -8,7 +8,7 @@ import logging
 import sys
 import time
 
-from v4jax.sweep import feature_layers, parse_responses, run_sweep
+from v4jax.pipeline.sweep import feature_layers, parse_responses, run_sweep
 
 ALPHAS = (0.1, 10.0, 1000.0)
 
@@ -24,7 +24,7 @@ class _SlowAfterBlock(logging.Handler):
 
 
 def main(features: str, responses: str, out: str, seconds: str) -> None:
-    sweep_logger = logging.getLogger("v4jax.sweep")
+    sweep_logger = logging.getLogger("v4jax.pipeline.sweep")
     sweep_logger.setLevel(logging.INFO)
     sweep_logger.addHandler(_SlowAfterBlock(float(seconds)))
     summary = run_sweep(

@@ -13,7 +13,7 @@ import dataclasses
 import numpy as np
 
 from v4jax._validation import check_positive_int
-from v4jax.cv import Folds, contiguous_folds
+from v4jax.solvers.engine.folds import Folds, contiguous_folds
 
 STUDY_TEST_SIZE = 250
 

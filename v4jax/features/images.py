@@ -14,7 +14,8 @@ Pipeline of :func:`prepare_images` (all steps per image, jitted):
    by the std (0.229, 0.224, 0.225); caffe multiplies by 255, reorders RGB to BGR and subtracts
    the ILSVRC-2012 per-channel mean (B 104.01, G 116.67, R 122.68).
 
-The output is (N, S, S, 3) channels-last float32, ready for :func:`v4jax.models.apply_alexnet`.
+The output is (N, S, S, 3) channels-last float32, ready for
+:func:`v4jax.features.models.apply_alexnet`.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from v4jax._validation import check_all_finite, check_choice, check_numeric_dtype
-from v4jax.models import variant_spec
+from v4jax.features.models import variant_spec
 
 IMAGENET_MEAN_RGB = (0.485, 0.456, 0.406)
 IMAGENET_STD_RGB = (0.229, 0.224, 0.225)

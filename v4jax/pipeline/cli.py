@@ -14,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
+from v4jax._runtime import configure_xla
+
 DEMO_VOXELS_PER_SUBJECT = 2000
 DEMO_SUBJECTS = (1, 2)
 STUDY_TEST_FRACTION = 250 / 1750
@@ -56,7 +58,7 @@ def _parse_roi(text: str) -> str | int | list[str | int]:
 
 
 def _fit_settings(arguments: argparse.Namespace):
-    from v4jax.study import FitSettings
+    from v4jax.pipeline.study import FitSettings
 
     return FitSettings(
         methods=tuple(arguments.methods),
@@ -69,7 +71,7 @@ def _fit_settings(arguments: argparse.Namespace):
 
 
 def _report(results: Path, figures_dir: Path) -> None:
-    from v4jax.report import format_table, make_figures, summary_table
+    from v4jax.pipeline.report import format_table, make_figures, summary_table
 
     figures = make_figures(results, figures_dir)
     rows = summary_table(results)
@@ -100,13 +102,13 @@ def _check_data_dir(path: Path) -> Path:
 
 
 def _demo(arguments: argparse.Namespace) -> int:
-    from v4jax import study
+    from v4jax.pipeline import study
 
     start = time.perf_counter()
     work = Path(arguments.workdir)
     if arguments.data_dir is None:
         from v4jax.data import make_synthetic_vim1
-        from v4jax.features import extract
+        from v4jax.features.extraction import extract
 
         data_dir = work / "data"
         print(f"writing a synthetic vim-1 set (ground truth known) to {data_dir} ...")
@@ -158,7 +160,7 @@ def _demo(arguments: argparse.Namespace) -> int:
 
 
 def _extract(arguments: argparse.Namespace) -> int:
-    from v4jax import study
+    from v4jax.pipeline import study
 
     arms = (
         ("plain", "retina")
@@ -182,7 +184,7 @@ def _extract(arguments: argparse.Namespace) -> int:
 
 
 def _fit(arguments: argparse.Namespace) -> int:
-    from v4jax import study
+    from v4jax.pipeline import study
 
     arms = (
         ("plain", "retina")
@@ -335,8 +337,12 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``v4jax`` command: one clear message and status 2 on bad input."""
+    """Entry point of the ``v4jax`` command: one clear message and status 2 on bad input.
+
+    Applies :func:`v4jax.configure_xla` (the measured XLA settings) before any JAX work.
+    """
     arguments = build_parser().parse_args(argv)
+    configure_xla()
     logging.basicConfig(level=logging.WARNING, format="v4jax: %(message)s")
     warnings.showwarning = _show_warning
     try:

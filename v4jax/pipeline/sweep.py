@@ -58,9 +58,9 @@ from tqdm.auto import tqdm
 
 from v4jax import _validation
 from v4jax._io import atomic_path, file_sha256, open_hdf5
-from v4jax.cv import make_folds
 from v4jax.metrics import SCORES, pearson_columns, r2_columns
-from v4jax.sharding import replicate
+from v4jax.solvers.engine.folds import make_folds
+from v4jax.solvers.engine.sharding import replicate
 
 logger = logging.getLogger(__name__)
 
@@ -432,7 +432,7 @@ def _make_plan(
     block_voxels: int,
     save_coef: bool,
 ) -> _Plan:
-    from v4jax.pls import as_component_grid
+    from v4jax.solvers.pls import as_component_grid
 
     layers = tuple(layers)
     if not layers or not all(isinstance(layer, LayerSource) for layer in layers):
@@ -602,8 +602,8 @@ def _sweep_task(
     progress: bool,
 ) -> list[tuple[str, str, int]]:
     """Decompose the layer once for ``method`` and fit every unfinished voxel block."""
-    from v4jax.pls import pls1_cv_targets, prepare_pls1
-    from v4jax.ridge import prepare_ridge, ridge_cv_targets
+    from v4jax.solvers.pls import pls1_cv_targets, prepare_pls1
+    from v4jax.solvers.ridge import prepare_ridge, ridge_cv_targets
 
     group = handle[f"{layer.name}/{method}"]
     completed = group["completed_blocks"]
@@ -681,7 +681,7 @@ def _held_out_scores(
 
 def add_sweep_command(subparsers: Any) -> argparse.ArgumentParser:
     """Register ``v4jax sweep`` on the CLI's sub-command parsers."""
-    from v4jax.cli import _Formatter, _parse_floats, _parse_ints, _parse_roi
+    from v4jax.pipeline.cli import _Formatter, _parse_floats, _parse_ints, _parse_roi
 
     parser = subparsers.add_parser(
         "sweep",

@@ -35,10 +35,10 @@ from jax.sharding import PartitionSpec
 from tqdm.auto import tqdm
 
 from v4jax import _validation
-from v4jax.cv import make_folds
-from v4jax.diagnostics import check_conditioning
 from v4jax.metrics import SCORES, score_columns
-from v4jax.sharding import (
+from v4jax.solvers.diagnostics import check_conditioning
+from v4jax.solvers.engine.folds import make_folds
+from v4jax.solvers.engine.sharding import (
     VOXEL_AXIS,
     padded_voxel_count,
     replicate,
@@ -189,15 +189,15 @@ def ridge_cv(
       progress: show a progress bar over the kernel's feature blocks (default: when many).
       devices: devices to shard the voxels over (None: all local devices). The design and
         decompositions are replicated; per-voxel outputs come back sharded over the voxel axis
-        (see :mod:`v4jax.sharding`; for several hosts pass ``jax.devices()``).
+        (see :mod:`v4jax.solvers.engine.sharding`; for several hosts pass ``jax.devices()``).
       dtype: compute dtype, "float32" or "float64"; None (default) computes in float64 when
         JAX's x64 mode is on and the inputs are float64, else float32. "float64" upcasts
         float32 inputs on the device (needs x64 mode): use it when a
-        :class:`~v4jax.diagnostics.ConditioningWarning` says float32 cannot be trusted.
+        :class:`~v4jax.solvers.diagnostics.ConditioningWarning` says float32 cannot be trusted.
 
     Returns:
       :class:`RidgeCVResult`; arrays in the compute dtype. Warns with a
-      :class:`~v4jax.diagnostics.ConditioningWarning` when the decomposition's conditioning
+      :class:`~v4jax.solvers.diagnostics.ConditioningWarning` when the decomposition's conditioning
       makes the refit at the smallest chosen alpha untrustworthy in that dtype.
 
     Example:
@@ -355,8 +355,9 @@ def ridge_cv_targets(
 
     Returns:
       :class:`RidgeCVResult` with per-target arrays sharded over the voxel axis. Warns with a
-      :class:`~v4jax.diagnostics.ConditioningWarning` when the refit at the smallest alpha any
-      target chose cannot be trusted in the compute dtype (see :mod:`v4jax.diagnostics`).
+      :class:`~v4jax.solvers.diagnostics.ConditioningWarning` when the refit at the smallest
+      alpha any target chose cannot be trusted in the compute dtype (see
+      :mod:`v4jax.solvers.diagnostics`).
     """
     if not isinstance(decomposition, RidgeDecomposition):
         raise TypeError(

@@ -15,10 +15,10 @@ from sklearn.base import BaseEstimator, RegressorMixin
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from v4jax._validation import check_positive_int as _check_positive_int
-from v4jax.cv import make_folds
-from v4jax.pls import DEFAULT_TARGET_BATCH as DEFAULT_PLS_TARGET_BATCH
-from v4jax.pls import as_component_grid, pls1_cv, pls2_fit
-from v4jax.ridge import DEFAULT_TARGET_BATCH, ridge_cv
+from v4jax.solvers.engine.folds import make_folds
+from v4jax.solvers.pls import DEFAULT_TARGET_BATCH as DEFAULT_PLS_TARGET_BATCH
+from v4jax.solvers.pls import as_component_grid, pls1_cv, pls2_fit
+from v4jax.solvers.ridge import DEFAULT_TARGET_BATCH, ridge_cv
 
 DEFAULT_ALPHAS = tuple(np.logspace(-2, 6, 17).tolist())
 

@@ -46,9 +46,9 @@ from sklearn.exceptions import ConvergenceWarning
 from tqdm.auto import tqdm
 
 from v4jax import _validation
-from v4jax.cv import make_folds
 from v4jax.metrics import SCORES, score_columns
-from v4jax.sharding import (
+from v4jax.solvers.engine.folds import make_folds
+from v4jax.solvers.engine.sharding import (
     VOXEL_AXIS,
     padded_voxel_count,
     replicate,
@@ -385,7 +385,7 @@ def pls1_cv(
       progress: progress bar over the kernel's feature blocks (default: when many).
       devices: devices to shard the targets over (None: all local devices). The designs and
         kernels are replicated; per-target outputs come back sharded over the voxel axis (see
-        :mod:`v4jax.sharding`; for several hosts pass ``jax.devices()``).
+        :mod:`v4jax.solvers.engine.sharding`; for several hosts pass ``jax.devices()``).
       dtype: compute dtype, "float32" or "float64"; None (default): float64 when JAX's x64 mode
         is on and the inputs are float64, else float32. "float64" upcasts float32 inputs on the
         device (needs x64 mode).

@@ -2,7 +2,8 @@
 
 Nothing here touches the network: every function reads local files only.
 
-Parameter tree (what :class:`v4jax.models.AlexNet` takes): ``{layer: {"kernel", "bias"}}`` with
+Parameter tree (what :class:`v4jax.features.models.AlexNet` takes):
+``{layer: {"kernel", "bias"}}`` with
 conv kernels (kH, kW, in / groups, out) = HWIO, fc kernels (in, out) and fc6 reading the pool5
 map flattened in (H, W, C) order; all float32 numpy arrays.
 
@@ -34,7 +35,14 @@ import numpy as np
 from flax import serialization
 
 from v4jax._io import atomic_write_bytes
-from v4jax.models import CONV_LAYERS, FC_LAYERS, VARIANTS, Params, param_shapes, variant_spec
+from v4jax.features.models import (
+    CONV_LAYERS,
+    FC_LAYERS,
+    VARIANTS,
+    Params,
+    param_shapes,
+    variant_spec,
+)
 
 TORCHVISION_CONV_INDEX = dict(zip(CONV_LAYERS, (0, 3, 6, 8, 10), strict=True))
 TORCHVISION_FC_INDEX = dict(zip(FC_LAYERS, (1, 4, 6), strict=True))
@@ -71,7 +79,7 @@ def check_params(params: Any, variant: str) -> Params:
     if not isinstance(params, dict) or not all(isinstance(v, dict) for v in params.values()):
         raise TypeError(
             "params must be a dict {layer: {'kernel': array, 'bias': array}} (for example from "
-            f"v4jax.weights.load_weights), got {type(params).__name__}."
+            f"v4jax.features.weights.load_weights), got {type(params).__name__}."
         )
     if "params" in params and len(params) == 1:
         params = params["params"]

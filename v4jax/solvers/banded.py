@@ -9,7 +9,8 @@ turns it into plain ridge with penalty ``alpha`` on the scaled design ``[sqrt(w_
 linear kernel is ``sum_b w_b K_b``. So, as himalaya's ``GroupRidgeCV`` random search, each
 candidate weight vector is one ridge problem on a combined kernel: every band's centred kernel
 is computed once (streaming feature blocks), each candidate's fold kernels are weighted sums of
-them, and the dual path of :mod:`v4jax.ridge` (re-centring on the fold's training mean, eigh,
+them, and the dual path of
+:mod:`v4jax.solvers.ridge` (re-centring on the fold's training mean, eigh,
 every alpha for every target in one batched expression) scores all alphas x targets at once.
 Each target keeps the (candidate, alpha) pair with the best mean held-out score; ties go to the
 first candidate, then to the alpha that comes first in the grid. The refit uses each target's
@@ -29,9 +30,9 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from v4jax import _validation
-from v4jax.cv import make_folds
 from v4jax.metrics import SCORES
-from v4jax.ridge import (
+from v4jax.solvers.engine.folds import make_folds
+from v4jax.solvers.ridge import (
     DEFAULT_FEATURE_BLOCK,
     DEFAULT_TARGET_BATCH,
     _centred_gram,

@@ -2,7 +2,7 @@
 (:func:`extract_to_hdf5`, streamed, atomic and resumable).
 
 Each batch goes: raw images -> optional ``transform`` (e.g. a retina warp; any callable taking
-and returning an (n, H, W[, C]) array) -> :func:`v4jax.images.prepare_images` (unless
+and returning an (n, H, W[, C]) array) -> :func:`v4jax.features.images.prepare_images` (unless
 ``preprocess=False``) -> jitted forward pass to the deepest requested layer. The last batch is
 padded to ``batch_size`` so that the network compiles once.
 
@@ -31,8 +31,8 @@ from tqdm.auto import tqdm
 
 from v4jax._io import file_sha256
 from v4jax._validation import check_all_finite, check_positive_int
-from v4jax.images import check_images, check_unit_range, prepare_core, resolve_scale
-from v4jax.models import (
+from v4jax.features.images import check_images, check_unit_range, prepare_core, resolve_scale
+from v4jax.features.models import (
     AlexNet,
     Params,
     check_input_for_layers,
@@ -42,7 +42,7 @@ from v4jax.models import (
     output_shapes,
     variant_spec,
 )
-from v4jax.weights import check_params, load_weights
+from v4jax.features.weights import check_params, load_weights
 
 FEATURES_FORMAT = "v4jax-alexnet-features-1"
 PARTIAL_SUFFIX = ".partial"
@@ -127,7 +127,8 @@ def resolve_params(
     """(checked parameter tree, description for provenance) from any accepted ``params``.
 
     ``None`` gives random weights from ``seed`` for the layers up to ``layers`` (with a
-    :class:`RandomWeightsWarning`); a path is read with :func:`v4jax.weights.load_weights`; a
+    :class:`RandomWeightsWarning`); a path is read with
+    :func:`v4jax.features.weights.load_weights`; a
     tree is checked for ``variant``.
     """
     if params is None:
@@ -265,18 +266,19 @@ def extract(
 
     Args:
       images: raw stimuli (N, H, W) / (N, H, W, 1) grayscale or (N, H, W, 3) RGB (see
-        :func:`v4jax.images.prepare_images` for ranges), or with ``preprocess=False`` prepared
+        :func:`v4jax.features.images.prepare_images` for ranges), or with ``preprocess=False``
+        prepared
         (N, H, W, 3) network inputs.
       layers: layer names, e.g. ``("conv3",)`` or ``("conv1", "pool5", "fc7")``.
       params: parameter tree, a weights file path (``.pth``/``.pt``/``.npz``/``.safetensors``/
-        ``.npy``/``.msgpack``, see :mod:`v4jax.weights`) or ``None`` for random weights.
+        ``.npy``/``.msgpack``, see :mod:`v4jax.features.weights`) or ``None`` for random weights.
       variant: ``"torchvision"``, ``"caffe"`` or ``"tfutils"``.
       batch_size: images per forward pass (at most N; the last batch is padded).
       preprocess: scale, colour, resize and normalise the images for ``variant`` first.
       transform: optional callable applied to each raw image batch before preprocessing; it
         must keep the batch axis. With ``preprocess=False`` it is also called once on the first
         image to learn the output size.
-      scale: ``"auto"``, ``"minmax"`` or ``"none"`` (see :mod:`v4jax.images`); ``"auto"``
+      scale: ``"auto"``, ``"minmax"`` or ``"none"`` (see :mod:`v4jax.features.images`); ``"auto"``
         decides from the raw images (grayscale -> minmax, RGB -> none).
       seed: seed of the random weights when ``params`` is None.
       progress: show a tqdm progress bar.

@@ -1,4 +1,5 @@
-"""Figures and a summary table from a study results file (written by :func:`v4jax.study.fit_study`).
+"""Figures and a summary table from a study results file (written by
+:func:`v4jax.pipeline.study.fit_study`).
 
 The results file (HDF5) holds one group per subject, ``/S{n}``, with ``voxels/`` (voxel indices,
 ROI codes and, on synthetic data, ``noise_ceiling_r`` and ``signal_mask``), ``truth/`` and one
@@ -145,7 +146,7 @@ def read_results(path: str | os.PathLike) -> StudyResults:
     """Load a results file's scores and diagnostics (not the per-voxel predictions).
 
     Args:
-      path: HDF5 file written by ``v4jax fit`` / :func:`v4jax.study.fit_study`.
+      path: HDF5 file written by ``v4jax fit`` / :func:`v4jax.pipeline.study.fit_study`.
 
     Returns:
       :class:`StudyResults`.

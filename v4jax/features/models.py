@@ -419,10 +419,10 @@ def apply_alexnet(
     """Jitted forward pass of prepared images, returning the requested layers.
 
     Args:
-      params: parameter tree ``{layer: {"kernel", "bias"}}`` (from :mod:`v4jax.weights` or
+      params: parameter tree ``{layer: {"kernel", "bias"}}`` (from :mod:`v4jax.features.weights` or
         :func:`init_params`); layers beyond the deepest requested one may be absent.
       images: (N, H, W, 3) float array, already preprocessed for ``variant``
-        (see :func:`v4jax.images.prepare_images`).
+        (see :func:`v4jax.features.images.prepare_images`).
       layers: names of the layers to return.
       variant: ``"torchvision"``, ``"caffe"`` or ``"tfutils"``.
 

@@ -11,7 +11,7 @@ The steps mirror the original study and can run separately (the CLI's ``extract`
    images; the mean response over the ROI is fitted as one more target (the "V4-average"
    analysis). Everything goes to one HDF5 results file and a JSON summary beside it. Each
    finished fit is checkpointed, so an interrupted fit resumes where it stopped.
-3. :func:`v4jax.report.make_figures` draws the figures from the results file.
+3. :func:`v4jax.pipeline.report.make_figures` draws the figures from the results file.
 """
 
 from __future__ import annotations
@@ -90,8 +90,8 @@ def retina_transform(variant: str, input_size: int = 128) -> Callable[[Any], Any
     The original study warped each 500 px stimulus to 224 px, the network's input; for the
     128 px vim-1 stimuli the same idea warps 128 px to the variant's input size.
     """
-    from v4jax.models import variant_spec
-    from v4jax.retina import RetinaWarp
+    from v4jax.features.models import variant_spec
+    from v4jax.features.retina import RetinaWarp
 
     return RetinaWarp(output_size=variant_spec(variant).input_size, input_size=input_size)
 
@@ -123,12 +123,12 @@ def extract_features(
     (``images_sha256``), weights, variant and transform and holds every requested layer;
     otherwise a ValueError names the file and what differs (delete it or pass another
     ``out_dir``). An interrupted extraction resumes (see
-    :func:`v4jax.features.extract_to_hdf5`).
+    :func:`v4jax.features.extraction.extract_to_hdf5`).
 
     Returns:
       arm -> features file path.
     """
-    from v4jax.features import extract_to_hdf5
+    from v4jax.features.extraction import extract_to_hdf5
 
     unknown = sorted(set(arms) - set(ARMS))
     if unknown:
@@ -168,8 +168,9 @@ def _extraction_request(
     weights: str | Path | None,
     seed: int,
 ) -> dict[str, str]:
-    """The attributes :func:`v4jax.features.extract_to_hdf5` would record (but ``transform``)."""
-    from v4jax.features import RandomWeightsWarning, images_sha256, resolve_params
+    """The attributes :func:`v4jax.features.extraction.extract_to_hdf5` would record (but
+    ``transform``)."""
+    from v4jax.features.extraction import RandomWeightsWarning, images_sha256, resolve_params
 
     with warnings.catch_warnings():
         # Only the description is needed here; extracting with random weights warns.
@@ -185,7 +186,7 @@ def _check_reusable(
     layers: Sequence[str],
 ) -> None:
     """Raise a ValueError naming ``path`` unless it holds features of exactly this request."""
-    from v4jax.features import transform_name
+    from v4jax.features.extraction import transform_name
 
     expected = {**request, "transform": transform_name(transform)}
 
@@ -509,7 +510,7 @@ def _fit_method(
     progress: bool,
 ) -> _MethodFit:
     if method == "banded":
-        from v4jax.banded import banded_ridge_cv
+        from v4jax.solvers.banded import banded_ridge_cv
 
         arms = list(designs)
         result = banded_ridge_cv(
@@ -534,7 +535,7 @@ def _fit_method(
     if method == "readout":
         import jax
 
-        from v4jax.readout import fit_readout, predict_readout
+        from v4jax.solvers.readout import fit_readout, predict_readout
 
         maps = design.reshape(design.shape[0], *map_shapes[arm])
         result = fit_readout(maps[fit_rows], Y_fit, key=jax.random.key(0), progress=progress)
@@ -547,7 +548,7 @@ def _fit_method(
             grid, best_index, scores, lambda rows: np.asarray(predict_readout(result, maps[rows]))
         )
     if method == "ridge":
-        from v4jax.ridge import ridge_cv
+        from v4jax.solvers.ridge import ridge_cv
 
         result = ridge_cv(design[fit_rows], Y_fit, settings.alphas, cv=settings.cv)
         return _MethodFit(
@@ -556,7 +557,7 @@ def _fit_method(
             np.asarray(result.cv_scores),
             lambda rows: np.asarray(result.predict(design[rows])),
         )
-    from v4jax.pls import pls1_cv
+    from v4jax.solvers.pls import pls1_cv
 
     result = pls1_cv(design[fit_rows], Y_fit, settings.n_components, cv=settings.cv)
     coef, intercept = np.asarray(result.coef), np.asarray(result.intercept)
