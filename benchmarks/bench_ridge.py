@@ -3,21 +3,25 @@
 Problem (defaults): 1,750 samples x 64,896 features (AlexNet conv3) x 1,550 targets (V4 of
 subject 1), 17 alphas log-spaced 1e-2..1e6, 5 contiguous folds, float32, an alpha per target.
 
-* v4jax: ``ridge_cv`` (dual path: kernel once, eigh per fold, all alphas x targets batched,
-  refit with each target's alpha to dual coefficients), then ``result.predict`` through the
-  kernel. Forming the primal ``result.coef`` (n_features x n_targets, which neither peer's
+* v4jax: ``ridge_cv`` (dual path: kernel once, ONE eigendecomposition for every fold and
+  alpha, held-out residuals ``(C_GG)⁻¹ (C Y)_G`` of all alphas x targets as one product per
+  fold, refit with each target's alpha to dual coefficients), then ``result.predict`` through
+  the kernel. Forming the primal ``result.coef`` (n_features x n_targets, which neither peer's
   timed path forms) is timed separately after the repeats, and its peak memory is reported
   apart from the fit's.
 * himalaya: ``KernelRidgeCV(kernel="linear", fit_intercept=True)`` on the same folds, scored by
   R² (``himalaya.scoring.r2_score``), numpy backend; its dual coefficients predict.
 * scikit-learn: ``RidgeCV(alpha_per_target=True)``; scikit-learn supports an alpha per target only
-  with its efficient leave-one-out (``cv=None``), so its choice of alpha may differ: its
-  predictions are compared by correlation, not equality.
+  with its efficient leave-one-out (``cv=None``), so its choice of alpha may differ from the
+  5-fold fits: its predictions are compared by correlation, not equality.
+* v4jax-loo: ``ridge_cv(cv="loo")``, scikit-learn's problem (leave-one-out, an alpha per target):
+  timed against scikit-learn, with the fraction of voxels given the same alpha.
 
 The machine floor: the v4jax child also times the dual path's library calls alone (the kernel's
-BLAS syrk, one LAPACK eigh per fold and for the refit, the per-voxel and predict products), each
-on its own at its exact shape. An implementation of the algorithm can hardly take less on this
-machine, so himalaya's time over the floor estimates the largest ratio one could report here.
+BLAS syrk, the one LAPACK eigh, the fold blocks and their inverses, the per-voxel and predict
+products), each on its own at its exact shape. An implementation of the algorithm can hardly
+take less on this machine, so himalaya's time over the floor estimates the largest ratio one could
+report here.
 
 Each method runs in its own child process (so its peak RSS is its own), ``--repeats`` times after
 one warm-up; the table reports medians, ratios and peak memory, and the JSON goes to
@@ -42,7 +46,7 @@ import numpy as np
 import v4jax
 
 RESULTS = Path(__file__).resolve().parent / "results"
-METHODS = ("v4jax", "himalaya", "sklearn")
+METHODS = ("v4jax", "himalaya", "sklearn", "v4jax-loo")
 REFERENCE = "float64-reference"
 
 
@@ -65,25 +69,24 @@ def make_problem(n_samples: int, n_features: int, n_targets: int, n_test: int, s
 def flop_count(
     n: int, p: int, t: int, a: int, folds: int, n_new: int, symmetric_kernel: bool
 ) -> float:
-    """Floating-point operations of v4jax's timed dual path (matmuls and eigh, leading terms).
+    """Floating-point operations of v4jax's timed dual path (matmuls, eigh, inverses).
 
     The kernel is counted as computed: one triangle (``n² p``, a BLAS syrk) when
-    ``symmetric_kernel`` (host arrays on a CPU), else the full product ``2 n² p``. ``n_new``
-    predictions go through the kernel; the optional primal coefficients (``2 n p t``) are not
-    counted.
+    ``symmetric_kernel`` (host arrays on a CPU), else the full product ``2 n² p``. One eigh of
+    the kernel (rank ``r = n - 1``); per fold and alpha the block ``C_GG`` (``2 g² r``) and its
+    inverse (``2 g³``); per target ``Z = Uᵀ Y`` (``2 n r t``), every alpha's ``(C Y)_G`` (``2 a n r
+    t`` in all) and ``(C_GG)⁻¹`` applied (``2 a g² t`` per fold); the refit (``4 n r t``); ``n_new``
+    predictions through the kernel. The optional primal coefficients (``2 n p t``) are not
+    counted. ``folds=0`` counts leave-one-out (no blocks, no inverses).
     """
-    n_test = n / folds
-    n_train = n - n_test
+    rank = n - 1
     gram = (1 if symmetric_kernel else 2) * n * n * p
-    per_fold = (
-        9 * n_train**3  # eigh with vectors
-        + 2 * n_test * n_train**2  # test kernel x eigenvectors
-        + 2 * n_train**2 * t  # eigenvectorsᵀ Y
-        + 2 * a * n_test * n_train * t  # predictions for every alpha
-    )
-    refit = 9 * n**3 + 4 * n * n * t
+    eigh = 9 * rank**3
+    g = n / folds if folds else 0
+    blocks = folds * a * (2 * g * g * rank + 2 * g**3 + 2 * g * g * t)
+    per_target = 2 * n * rank * t + 2 * a * n * rank * t + 4 * n * rank * t
     predict = 2 * n_new * n * p + 2 * n_new * n * t
-    return gram + folds * per_fold + refit + predict
+    return gram + eigh + blocks + per_target + predict
 
 
 def median_seconds(function, repeats: int = 3) -> float:
@@ -115,43 +118,45 @@ def machine_floor(
     """Seconds that the dual path's library calls alone take on this machine.
 
     Each call runs on its own, at its exact shape, with nothing between calls: the kernel's BLAS
-    syrk over contiguous feature blocks (copies untimed), one LAPACK eigh per fold and one for
-    the refit (on a random kernel of that size), and the products of the per-voxel phase and of
-    predict (numpy BLAS). An implementation of the algorithm on this machine can hardly take
-    less: the sum estimates how fast v4jax could be here.
+    syrk over contiguous feature blocks (copies untimed), the one LAPACK eigh (on a random
+    kernel of that size), and the products and inverses of the fold blocks, the per-voxel
+    phase and predict (numpy BLAS). An implementation of the algorithm on this machine can
+    hardly take less: the sum estimates how fast v4jax could be here.
     """
     import jax
     import jax.numpy as jnp
 
     n, p = X.shape
-    n_test = n // folds
-    n_train = n - n_test
+    g = n // folds
+    rank = n - 1
     kernel_seconds = 0.0
     for start in range(0, p, block):
         contiguous = np.ascontiguousarray(X[:, start : start + block])
         kernel_seconds += median_seconds(lambda contiguous=contiguous: contiguous @ contiguous.T)
     rng = np.random.default_rng(0)
     features = rng.standard_normal((n, 3 * n), dtype=np.float32)
-    kernel = features @ features.T
-    eigh = jax.jit(jnp.linalg.eigh)
-    train_kernel = jnp.asarray(kernel[:n_train, :n_train])
-    eigh_seconds = folds * median_seconds(lambda: eigh(train_kernel)) + median_seconds(
-        lambda: eigh(jnp.asarray(kernel))
-    )
+    kernel = jnp.asarray(features @ features.T)
+    eigh_seconds = median_seconds(lambda: jax.jit(jnp.linalg.eigh)(kernel))
 
-    def product_seconds(rows: int, inner: int, columns: int) -> float:
-        left = rng.standard_normal((rows, inner), dtype=np.float32)
-        right = rng.standard_normal((inner, columns), dtype=np.float32)
+    def product_seconds(*shape: int) -> float:
+        """(batch..., rows, inner) @ (batch..., inner, columns) for shape (batch..., rows, inner,
+        columns)."""
+        *batch, rows, inner, columns = shape
+        left = rng.standard_normal((*batch, rows, inner), dtype=np.float32)
+        right = rng.standard_normal((*batch, inner, columns), dtype=np.float32)
         return median_seconds(lambda: left @ right)
 
+    square = rng.standard_normal((n_alphas, g, g), dtype=np.float32) + g * np.eye(g, dtype="f4")
+    inverse_seconds = median_seconds(lambda: np.linalg.inv(square))
     per_fold = (
-        product_seconds(n_test, n_train, n_train)  # test kernel x eigenvectors
-        + product_seconds(n_train, n_train, n_targets)  # eigenvectorsᵀ Y
-        + product_seconds(n_alphas * n_test, n_train, n_targets)  # every alpha's predictions
+        product_seconds(n_alphas, g, rank, g)  # the blocks C_GG
+        + inverse_seconds
+        + product_seconds(n_alphas * g, rank, n_targets)  # (C Y)_G for every alpha
+        + product_seconds(n_alphas, g, g, n_targets)  # (C_GG)⁻¹ applied
     )
     products_seconds = (
         folds * per_fold
-        + 2 * product_seconds(n, n, n_targets)  # refit
+        + 3 * product_seconds(rank, n, n_targets)  # Z = Uᵀ Y, refit
         + product_seconds(n_new, p, n)  # predict: cross-kernel
         + product_seconds(n_new, n, n_targets)  # predict: x dual coefficients
     )
@@ -187,15 +192,16 @@ def run_child(method: str, args: argparse.Namespace, output: Path) -> None:
             return prediction, np.asarray(result.best_alphas)
 
         device = "cpu (float64)"
-    elif method == "v4jax":
+    elif method in ("v4jax", "v4jax-loo"):
         import jax
 
         from v4jax import ridge_cv
 
         fitted = []
+        cv = "loo" if method == "v4jax-loo" else folds
 
         def fit_predict():
-            fitted[:] = [ridge_cv(X, Y, alphas, cv=folds)]
+            fitted[:] = [ridge_cv(X, Y, alphas, cv=cv)]
             prediction = np.asarray(fitted[0].predict(X_test))
             return prediction, np.asarray(fitted[0].best_alphas)
 
@@ -240,6 +246,9 @@ def run_child(method: str, args: argparse.Namespace, output: Path) -> None:
         "device": device,
         "best_alphas_head": best_alphas[:5].tolist(),
     }
+    np.save(output.with_suffix(".alphas.npy"), np.asarray(best_alphas, dtype=np.float64))
+    if method == "v4jax-loo":
+        info["matmul_flops_per_s"] = measure_matmul_rate()
     if method == "v4jax":
         start = time.perf_counter()
         coef = fitted[0].coef.block_until_ready()
@@ -285,6 +294,7 @@ def main() -> None:
 
     measured = {}
     predictions = {}
+    chosen = {}
     with tempfile.TemporaryDirectory() as scratch:
         for method in [*args.methods] + ([] if args.no_reference else [REFERENCE]):
             output = Path(scratch) / f"{method}.json"
@@ -295,6 +305,7 @@ def main() -> None:
             subprocess.run(command, check=True)
             measured[method] = json.loads(output.read_text())
             predictions[method] = np.load(output.with_suffix(".npy"))
+            chosen[method] = np.load(output.with_suffix(".alphas.npy"))
 
     shape = (args.samples, args.features, args.targets, 17, args.folds)
     on_cpu = measured.get("v4jax", {}).get("device", "cpu").startswith(("cpu", "TFRT_CPU"))
@@ -302,6 +313,8 @@ def main() -> None:
     v4jax_median = float(np.median(measured["v4jax"]["times_s"])) if "v4jax" in measured else None
     reference = predictions.pop(REFERENCE, None)
     measured.pop(REFERENCE, None)
+    loo = measured.pop("v4jax-loo", None)
+    loo_predictions = predictions.pop("v4jax-loo", None)
     rows = []
     for method, info in measured.items():
         median = float(np.median(info["times_s"]))
@@ -388,10 +401,40 @@ def main() -> None:
         bounds = peer_list(rows, lambda row: f"{row['median_s'] / floor['total_s']:.2f}x")
         print(
             f"machine floor (the path's library calls alone, each timed on its own): kernel syrk "
-            f"{floor['kernel_syrk_s']:.2f} s + {args.folds + 1} eigh {floor['eigh_s']:.2f} s + "
+            f"{floor['kernel_syrk_s']:.2f} s + one eigh {floor['eigh_s']:.2f} s + "
             f"products {floor['products_s']:.2f} s = {floor['total_s']:.2f} s; v4jax takes "
             f"{v4jax_median / floor['total_s']:.2f}x the floor; at the floor it would be "
             f"faster than: {bounds}"
+        )
+    if loo is not None:
+        loo_median = float(np.median(loo["times_s"]))
+        loo_flops = flop_count(args.samples, args.features, args.targets, 17, 0, args.test, on_cpu)
+        summary["v4jax_loo"] = {
+            "median_s": loo_median,
+            "times_s": loo["times_s"],
+            "peak_rss_mib": loo["peak_rss_mib"],
+            "flops": loo_flops,
+            "fraction_of_matmul_rate": loo_flops / loo_median / loo["matmul_flops_per_s"],
+        }
+        line = f"\nv4jax cv='loo': {loo_median:.2f} s, peak {loo['peak_rss_mib']:.0f} MiB"
+        if "sklearn" in measured:
+            sklearn_median = float(np.median(measured["sklearn"]["times_s"]))
+            same = float(np.mean(np.isclose(chosen["v4jax-loo"], chosen["sklearn"], rtol=1e-5)))
+            difference = relative_difference(loo_predictions, predictions["sklearn"])
+            summary["v4jax_loo"].update(
+                speedup_over_sklearn=sklearn_median / loo_median,
+                same_alpha_as_sklearn=same,
+                prediction_difference_to_sklearn=difference,
+            )
+            line += (
+                f"; scikit-learn RidgeCV(alpha_per_target=True) {sklearn_median:.2f} s: v4jax "
+                f"{sklearn_median / loo_median:.1f}x faster, same alpha for {100 * same:.1f}% of "
+                f"voxels, predictions differ by {difference:.1e}"
+            )
+        rate = loo["matmul_flops_per_s"]
+        print(
+            line + f"; {loo_flops / 1e9:.0f} GFLOP, {loo_flops / loo_median / 1e9:.1f} GFLOP/s "
+            f"({100 * loo_flops / loo_median / rate:.0f}% of the measured matmul rate)"
         )
     RESULTS.mkdir(exist_ok=True)
     device = measured.get("v4jax", {}).get("device", "cpu").split(":")[0].replace(" ", "_")

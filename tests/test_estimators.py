@@ -1,4 +1,4 @@
-"""The RidgeCV estimator: scikit-learn's contract and agreement with the pure solver."""
+"""RidgeCV and BandedRidgeCV: scikit-learn's contract and agreement with the pure solvers."""
 
 import numpy as np
 import pytest
@@ -8,13 +8,18 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
-from v4jax import RidgeCV, ridge_cv
+from v4jax import BandedRidgeCV, RidgeCV, banded_ridge_cv, ridge_cv
 
 ALPHAS = np.logspace(-2, 4, 7)
 
 
 @parametrize_with_checks([RidgeCV()])
 def test_sklearn_estimator_contract(estimator, check):
+    check(estimator)
+
+
+@parametrize_with_checks([BandedRidgeCV(ratios=[0.1, 1.0, 10.0])])
+def test_banded_sklearn_estimator_contract(estimator, check):
     check(estimator)
 
 
@@ -52,3 +57,21 @@ def test_usable_in_a_pipeline_and_clonable():
     assert copy.get_params()["ridgecv__cv"] == 3
     with pytest.raises(Exception, match="not fitted"):
         copy.predict(X)
+
+
+@pytest.mark.parametrize(
+    "bands", [[10, 30], [slice(0, 10), slice(10, 40)]], ids=["sizes", "slices"]
+)
+def test_banded_estimator_equals_pure_function(bands):
+    rng = np.random.default_rng(3)
+    X = rng.standard_normal((50, 40))
+    Y = X @ rng.standard_normal((40, 3)) + rng.standard_normal((50, 3))
+    model = BandedRidgeCV(bands=bands, alphas=ALPHAS, ratios=[0.1, 1.0, 10.0]).fit(X, Y)
+    result = banded_ridge_cv([X[:, :10], X[:, 10:]], Y, ALPHAS, ratios=[0.1, 1.0, 10.0])
+    np.testing.assert_allclose(model.coef_, np.asarray(result.coef).T, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(model.band_scales_, result.band_scales)
+    np.testing.assert_allclose(model.best_alphas_, result.best_alphas)
+    np.testing.assert_allclose(model.cv_scores_, result.cv_scores, rtol=1e-9)
+    np.testing.assert_allclose(model.predict(X), np.asarray(result.predict(X)), rtol=1e-9)
+    with pytest.raises(ValueError, match="sum to 39"):
+        BandedRidgeCV(bands=[10, 29]).fit(X, Y)

@@ -6,6 +6,7 @@ from sklearn.cross_decomposition import PLSRegression
 from sklearn.metrics import r2_score
 
 from v4jax import make_folds
+from v4jax.solvers.engine.result import CrossValidatedResult
 from v4jax.solvers.pls import pls1_cv, pls1_path, pls2_cv, pls2_fit
 
 SHAPES = {"n>p": (70, 30), "n<p": (45, 120)}
@@ -152,6 +153,73 @@ def test_pls1_cv_scores_choices_and_refit_equal_a_sklearn_loop(shape, score):
     assert relative_error(result.coef, np.stack([m.coef_[0] for m in refits], axis=1)) <= 1e-8
     prediction = X @ np.asarray(result.coef) + np.asarray(result.intercept)
     assert relative_error(prediction, np.stack([m.predict(X) for m in refits], axis=1)) <= 1e-8
+
+
+# -- result protocol ----------------------------------------------------------------------------
+
+
+def make_protocol_problem(n_samples, n_features, seed=12):
+    """Three targets: a spread-out signal, a five-feature signal, pure noise (chooses 1)."""
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((n_samples, n_features)) + 0.5
+    weights = np.zeros((n_features, 3))
+    weights[:, 0] = rng.standard_normal(n_features) * 3 / np.sqrt(n_features)
+    weights[:5, 1] = 1.0
+    Y = X @ weights + rng.standard_normal((n_samples, 3)) * np.array([0.3, 0.3, 1.0])
+    X_new = rng.standard_normal((15, n_features)) + 0.5
+    return X, Y, X_new
+
+
+def assert_follows_the_protocol(result, X_new, n_grid, n_targets):
+    assert isinstance(result, CrossValidatedResult)
+    assert np.asarray(result.grid).shape == (n_grid,)
+    assert result.cv_scores.shape == (n_grid, n_targets)
+    assert result.best_index.shape == result.on_edge.shape == (n_targets,)
+    best_index = np.asarray(result.best_index)
+    np.testing.assert_array_equal(result.on_edge, (best_index == 0) | (best_index == n_grid - 1))
+    expected = X_new @ np.asarray(result.coef) + np.asarray(result.intercept)
+    np.testing.assert_allclose(np.asarray(result.predict(X_new)), expected, rtol=1e-10)
+    with pytest.raises(ValueError, match="X has 4 features but the PLS was fitted on"):
+        result.predict(X_new[:, :4])
+
+
+@pytest.mark.parametrize("shape", SHAPES.values(), ids=SHAPES.keys())
+def test_pls1_cv_result_follows_the_protocol_and_predicts_as_sklearn(shape):
+    X, Y, X_new = make_protocol_problem(*shape)
+    result = pls1_cv(X, Y, range(1, 16), cv=4)
+    assert_follows_the_protocol(result, X_new, 15, 3)
+    np.testing.assert_array_equal(result.grid, np.arange(1, 16))
+    best = np.asarray(result.grid)[np.asarray(result.best_index)]
+    np.testing.assert_array_equal(result.best_n_components, best)
+    on_edge = np.asarray(result.on_edge)
+    assert on_edge.any() and not on_edge.all(), best
+    expected = np.stack(
+        [
+            PLSRegression(n_components=int(k), scale=False).fit(X, Y[:, j]).predict(X_new)
+            for j, k in enumerate(best)
+        ],
+        axis=1,
+    )
+    assert relative_error(result.predict(X_new), expected) <= 1e-8
+
+
+@pytest.mark.parametrize(
+    "grid,on_edge", [(range(1, 9), False), ([2, 3, 4], True)], ids=["inside", "edge"]
+)
+def test_pls2_cv_result_follows_the_protocol(grid, on_edge):
+    X, Y, X_new = make_protocol_problem(*SHAPES["n>p"])
+    result = pls2_cv(X, Y, grid, cv=4)
+    assert_follows_the_protocol(result, X_new, len(grid), 3)
+    np.testing.assert_array_equal(result.grid, np.asarray(list(grid)))
+    best_index = int(np.argmax(np.asarray(result.cv_scores).mean(axis=1)))
+    assert result.best_n_components == result.grid[best_index]
+    np.testing.assert_array_equal(result.best_index, [best_index] * 3)
+    np.testing.assert_array_equal(result.on_edge, [on_edge] * 3)
+    np.testing.assert_array_equal(result.coef, result.fit.coef)
+    np.testing.assert_array_equal(result.intercept, result.fit.intercept)
+    np.testing.assert_array_equal(result.predict(X_new), result.fit.predict(X_new))
+    reference = PLSRegression(n_components=result.best_n_components, scale=False).fit(X, Y)
+    assert relative_error(result.predict(X_new), reference.predict(X_new)) <= 1e-8
 
 
 # -- bad input ----------------------------------------------------------------------------------

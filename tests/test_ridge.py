@@ -5,9 +5,10 @@ import numpy as np
 import pytest
 from sklearn.linear_model import Ridge
 from sklearn.metrics import r2_score
-from sklearn.model_selection import KFold
+from sklearn.model_selection import GroupKFold, KFold, LeaveOneGroupOut, LeaveOneOut, ShuffleSplit
 
 from v4jax import make_folds, ridge_cv, ridge_path
+from v4jax.solvers.ridge import heldout_predictions, prepare_ridge
 
 ALPHAS = np.logspace(-2, 4, 7)
 SHAPES = {"n>p": (80, 25), "n<p": (50, 140)}
@@ -112,25 +113,6 @@ def test_predict_equals_sklearn_and_the_dual_path_forms_coef_only_when_asked(
         result.predict(X_new[:, :-1])
 
 
-@pytest.mark.parametrize("route", ["host-blas", "device"])
-@pytest.mark.parametrize("fit_intercept", [True, False])
-def test_one_pass_kernel_equals_float64_numpy_on_both_routes(fit_intercept, route):
-    from v4jax.solvers.engine.sharding import voxel_mesh
-    from v4jax.solvers.ridge import _centred_gram, _host_blas
-
-    X = make_problem(31, 50, seed=13, offset=3.0)[0]
-    X = X if route == "host-blas" else jax.numpy.asarray(X)
-    assert _host_blas(X, voxel_mesh(None)) == (route == "host-blas")
-    gram, design_dot_mean, mean = _centred_gram(X, fit_intercept, np.float64, 16)
-    X = np.asarray(X)
-    expected_mean = X.mean(axis=0) if fit_intercept else np.zeros(X.shape[1])
-    assert relative_error(mean, expected_mean) <= 1e-12 if fit_intercept else not np.any(mean)
-    centred = X - expected_mean
-    assert relative_error(gram, centred @ centred.T) <= 1e-12
-    if fit_intercept:
-        assert relative_error(design_dot_mean, centred @ expected_mean) <= 1e-12
-
-
 def test_host_and_device_arrays_give_the_same_fit_and_predictions():
     X, Y = make_problem(40, 120, seed=14)
     X_new = make_problem(5, 120, seed=15)[0]
@@ -169,8 +151,10 @@ def test_without_intercept_equals_sklearn_without_intercept():
     [
         KFold(4, shuffle=True, random_state=0),
         [(np.arange(20, 60), np.arange(20)), (np.arange(40), np.arange(40, 60))],
+        ShuffleSplit(3, test_size=15, train_size=30, random_state=0),
+        [(np.arange(10, 45), np.arange(45, 60)), (np.arange(30), np.arange(30, 45))],
     ],
-    ids=["splitter", "index-list"],
+    ids=["splitter", "index-list", "not-complements-splitter", "not-complements-list"],
 )
 def test_cv_forms_equal_brute_force_on_the_same_folds(cv):
     X, Y = make_problem(60, 30, seed=6)
@@ -226,10 +210,10 @@ def test_edge_alphas_are_flagged():
     Y = np.column_stack([X @ rng.standard_normal(5), rng.standard_normal(60)])
     result = ridge_cv(X, Y, ALPHAS, cv=3)
     np.testing.assert_array_equal(
-        np.asarray(result.alpha_on_edge),
-        np.isin(np.asarray(result.best_alpha_index), [0, len(ALPHAS) - 1]),
+        np.asarray(result.on_edge),
+        np.isin(np.asarray(result.best_index), [0, len(ALPHAS) - 1]),
     )
-    assert bool(result.alpha_on_edge[0])
+    assert bool(result.on_edge[0])
 
 
 @pytest.mark.parametrize(
@@ -266,3 +250,101 @@ def test_bad_input_raises_a_value_error_naming_the_problem(kwargs, message):
 def test_wrong_dtype_raises_type_error():
     with pytest.raises(TypeError, match="bool"):
         ridge_cv(np.ones((10, 3), dtype=bool), np.ones(10), ALPHAS, cv=2)
+
+
+def brute_force_heldout(X, Y, alphas, folds, fit_intercept=True):
+    """(n_alphas, n_samples, n_targets) scikit-learn Ridge refitted on every fold."""
+    expected = np.zeros((len(alphas), *Y.shape))
+    for train, test in folds:
+        for index, alpha in enumerate(alphas):
+            model = Ridge(alpha=alpha, fit_intercept=fit_intercept).fit(X[train], Y[train])
+            expected[index, test] = model.predict(X[test])
+    return expected
+
+
+CV_FORMS = {
+    "kfold": lambda n: 5,
+    "loo": lambda n: "loo",
+    "groups": lambda n: list(LeaveOneGroupOut().split(np.zeros(n), groups=np.arange(n) % 7)),
+}
+
+
+@pytest.mark.parametrize("fit_intercept", [True, False], ids=["intercept", "no-intercept"])
+@pytest.mark.parametrize("cv_form", CV_FORMS, ids=CV_FORMS.keys())
+@pytest.mark.parametrize("shape", SHAPES.values(), ids=SHAPES.keys())
+@pytest.mark.parametrize("dtype,tolerance", [(np.float64, 1e-8), (np.float32, 1e-4)])
+def test_one_decomposition_heldout_predictions_equal_sklearn_refits(
+    shape, cv_form, fit_intercept, dtype, tolerance
+):
+    X, Y = make_problem(*shape, seed=21, offset=3.0)
+    cv = CV_FORMS[cv_form](len(X))
+    folds = list(LeaveOneOut().split(X)) if cv == "loo" else make_folds(cv, len(X))
+    decomposition = prepare_ridge(X.astype(dtype), cv, fit_intercept=fit_intercept)
+    assert decomposition.fold_bases is None  # the single-decomposition route
+    predictions = heldout_predictions(decomposition, Y.astype(dtype), ALPHAS)
+    assert predictions.dtype == dtype
+    expected = brute_force_heldout(X, Y, ALPHAS, folds, fit_intercept)
+    assert relative_error(predictions, expected) <= tolerance
+
+
+@pytest.mark.parametrize("shape", SHAPES.values(), ids=SHAPES.keys())
+@pytest.mark.parametrize("score", ["r2", "pearson"])
+def test_loo_scores_the_pooled_heldout_predictions_and_picks_brute_force_alphas(shape, score):
+    X, Y = make_problem(*shape, seed=22)
+    result = ridge_cv(X, Y, ALPHAS, cv="loo", score=score)
+    pooled = brute_force_heldout(X, Y, ALPHAS, list(LeaveOneOut().split(X)))
+    if score == "r2":
+        expected = np.stack([r2_score(Y, p, multioutput="raw_values") for p in pooled])
+    else:
+        expected = np.stack(
+            [[np.corrcoef(Y[:, j], p[:, j])[0, 1] for j in range(Y.shape[1])] for p in pooled]
+        )
+    assert np.max(np.abs(np.asarray(result.cv_scores) - expected)) <= 1e-10
+    best = ALPHAS[np.argmax(expected, axis=0)]
+    np.testing.assert_array_equal(np.asarray(result.best_alphas), best)
+    refits = [Ridge(alpha=a).fit(X, Y[:, j]) for j, a in enumerate(best)]
+    assert relative_error(result.coef, np.stack([m.coef_ for m in refits], axis=1)) <= 1e-8
+    intercepts = [m.intercept_ for m in refits]
+    assert relative_error(result.intercept, intercepts) <= 1e-8
+
+
+def test_loo_alphas_equal_sklearn_ridgecv_alpha_per_target():
+    from sklearn.linear_model import RidgeCV as SklearnRidgeCV
+
+    X, Y = make_problem(70, 200, n_targets=12, seed=23)
+    ours = ridge_cv(X, Y, ALPHAS, cv="loo", score="r2")
+    reference = SklearnRidgeCV(alphas=ALPHAS, alpha_per_target=True, scoring="r2").fit(X, Y)
+    np.testing.assert_array_equal(np.asarray(ours.best_alphas), reference.alpha_)
+
+
+@pytest.mark.parametrize("splitter", [GroupKFold(4), LeaveOneGroupOut()])
+def test_grouped_folds_equal_brute_force_in_both_dtypes(splitter):
+    X, Y = make_problem(48, 90, seed=24)
+    groups = np.repeat(np.arange(8), 6)
+    folds = list(splitter.split(X, groups=groups))
+    expected = sklearn_fold_scores(X, Y, ALPHAS, folds, "r2")
+    for dtype, tolerance in [(np.float64, 1e-10), (np.float32, 2e-4)]:
+        result = ridge_cv(X.astype(dtype), Y.astype(dtype), ALPHAS, cv=folds)
+        assert np.max(np.abs(np.asarray(result.cv_scores, dtype=np.float64) - expected)) <= (
+            tolerance
+        )
+    np.testing.assert_array_equal(
+        np.asarray(ridge_cv(X, Y, ALPHAS, cv=folds).best_alphas),
+        ALPHAS[np.argmax(expected, axis=0)],
+    )
+
+
+def test_leave_one_out_needs_three_samples_and_other_strings_are_refused():
+    X, Y = make_problem(40, 5, seed=25)
+    with pytest.raises(ValueError, match="'loo' for leave-one-out"):
+        ridge_cv(X, Y, ALPHAS, cv="kfold")
+    with pytest.raises(ValueError, match="at least 3 samples"):
+        ridge_cv(X[:2], Y[:2], ALPHAS, cv="loo")
+
+
+def test_heldout_predictions_refuse_folds_that_leave_samples_out():
+    X, Y = make_problem(40, 60, seed=26)
+    decomposition = prepare_ridge(X, ShuffleSplit(2, test_size=10, train_size=20, random_state=0))
+    assert decomposition.fold_bases is not None  # the per-fold route
+    with pytest.raises(ValueError, match="partition the samples"):
+        heldout_predictions(decomposition, Y, ALPHAS)

@@ -4,6 +4,7 @@ import os
 import socket
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 import jax
@@ -11,10 +12,18 @@ import numpy as np
 import pytest
 from jax.sharding import NamedSharding, PartitionSpec
 
-from v4jax import make_folds, pls1_cv, ridge_cv
-from v4jax.solvers.engine.sharding import padded_voxel_count, voxel_mesh
-from v4jax.solvers.pls import _pls1_per_target_program, pls1_cv_targets, prepare_pls1
-from v4jax.solvers.ridge import _dual_basis, _dual_full, _per_voxel_program
+from v4jax import pls1_cv, ridge_cv
+from v4jax.solvers.engine.runner import _program
+from v4jax.solvers.engine.sharding import padded_voxel_count
+from v4jax.solvers.pls import (
+    _PLS1_OUTPUT_NDIMS,
+    _pls1_batch,
+    _PLS1Settings,
+    _PLS1Shared,
+    pls1_cv_targets,
+    prepare_pls1,
+)
+from v4jax.solvers.ridge import _fold_operators, _one_decomposition_batch, prepare_ridge
 
 ALPHAS = np.logspace(-2, 4, 7)
 COLLECTIVES = ("all-reduce", "all-gather", "collective-permute", "all-to-all", "reduce-scatter")
@@ -61,26 +70,49 @@ def test_uneven_voxel_counts_are_padded_and_trimmed():
     assert padded_voxel_count(10, 4, 2) == (16, 2)
 
 
-def test_per_voxel_phase_has_no_cross_device_communication():
+@pytest.mark.parametrize("cv", [4, "loo"], ids=["kfold", "loo"])
+def test_per_voxel_phase_has_no_cross_device_communication(cv):
     X, Y = make_problem(40, 90, n_targets=16, seed=2)
-    mesh = voxel_mesh(jax.devices())
-    result = ridge_cv(X, Y, ALPHAS, cv=4, devices=jax.devices(), target_batch_size=2)
+    result = ridge_cv(X, Y, ALPHAS, cv=cv, devices=jax.devices(), target_batch_size=2)
     assert result.coef.shape == (90, 16)
-    folds = tuple(
-        (tuple(train.tolist()), tuple(test.tolist())) for train, test in make_folds(4, 40)
-    )
-    program = _per_voxel_program(mesh, folds, True, "r2", "dual", 2)
-    gram = jax.device_put((X - X.mean(0)) @ (X - X.mean(0)).T, NamedSharding(mesh, PartitionSpec()))
-    bases = tuple(_dual_basis(gram, np.asarray(tr), np.asarray(te), True) for tr, te in folds)
-    full = _dual_full(gram, True)
-    alphas = jax.device_put(ALPHAS, NamedSharding(mesh, PartitionSpec()))
-    Y_sharded = jax.device_put(Y, NamedSharding(mesh, PartitionSpec(None, "voxels")))
-    hlo = program.lower(bases, full, alphas, Y_sharded).compile().as_text()
+    d = prepare_ridge(X, cv, devices=jax.devices())
+    alphas = jax.device_put(ALPHAS, NamedSharding(d.mesh, PartitionSpec()))
+    shared = (d.basis, alphas, _fold_operators(d, alphas))
+    settings = (d.folds, True, "r2", d.solver)
+    program = _program(_one_decomposition_batch, settings, d.mesh, 2, (2, 1, 2, 1))
+    Y_sharded = jax.device_put(Y, NamedSharding(d.mesh, PartitionSpec(None, "voxels")))
+    hlo = program.lower(shared, Y_sharded).compile().as_text()
     assert "voxels" in str(Y_sharded.sharding.spec)
     for collective in COLLECTIVES:
         assert collective not in hlo, f"per-voxel phase contains {collective}"
     total = jax.jit(lambda values: values.sum(axis=1))
     assert "all-reduce" in total.lower(Y_sharded).compile().as_text()  # the check can fail
+
+
+def test_float32_kfold_fit_on_four_devices_returns():
+    """Regression: the K-fold inverses (batched LAPACK LU) on every simulated CPU device at once
+    deadlocked XLA's shared thread pool from about 150 samples; they now run on one device."""
+    code = textwrap.dedent(
+        """
+        import numpy as np
+        import v4jax
+        v4jax.configure_xla()
+        rng = np.random.default_rng(0)
+        X = np.maximum(rng.standard_normal((257, 600), dtype=np.float32), 0)
+        Y = rng.standard_normal((257, 9)).astype(np.float32)
+        for solver in ("dual", "primal"):
+            result = v4jax.ridge_cv(X[:, :200] if solver == "primal" else X, Y,
+                                    np.logspace(-2, 10, 25), cv=5, solver=solver)
+            print(solver, np.asarray(result.best_alphas).shape)
+        """
+    )
+    environment = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4"}
+    completed = subprocess.run(
+        [sys.executable, "-c", code], env=environment, capture_output=True, text=True,
+        timeout=120, check=False,
+    )  # fmt: skip
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    assert completed.stdout.split() == ["dual", "(9,)", "primal", "(9,)"]
 
 
 def _free_port() -> int:
@@ -152,11 +184,11 @@ def test_pls1_per_target_phase_has_no_cross_device_communication():
     decomposition = prepare_pls1(X, 4, devices=jax.devices())
     result = pls1_cv_targets(decomposition, Y, 5, target_batch_size=2)
     assert result.coef.shape == (90, 16)
-    program = _pls1_per_target_program(
-        decomposition.mesh, decomposition.folds, (1, 2, 3, 4, 5), 5, True, "r2", 2
-    )
+    settings = _PLS1Settings(decomposition.folds, (1, 2, 3, 4, 5), 5, True, "r2")
+    program = _program(_pls1_batch, settings, decomposition.mesh, 2, _PLS1_OUTPUT_NDIMS)
+    shared = _PLS1Shared(decomposition.designs, decomposition.full)
     Y_sharded = jax.device_put(Y, NamedSharding(decomposition.mesh, PartitionSpec(None, "voxels")))
-    hlo = program.lower(decomposition.designs, decomposition.full, Y_sharded).compile().as_text()
+    hlo = program.lower(shared, Y_sharded).compile().as_text()
     for collective in COLLECTIVES:
         assert collective not in hlo, f"PLS1 per-target phase contains {collective}"
 

@@ -24,6 +24,7 @@ from v4jax.pipeline.sweep import (
     resolve_devices,
     run_sweep,
 )
+from v4jax.solvers.engine.result import chosen_values
 from v4jax.solvers.pls import pls1_cv
 from v4jax.solvers.ridge import ridge_cv
 
@@ -103,10 +104,7 @@ def test_block_results_equal_whole_array_fits_and_a_numpy_score(inputs, tmp_path
         for method, reference in references.items():
             group = f"{layer}/{method}/"
             assert np.all(results[group + "completed_blocks"] == 1)
-            best = np.asarray(
-                reference.best_alphas if method == "ridge" else reference.best_n_components
-            )
-            agree = results[group + "best_hyperparameter"][keep] == best
+            agree = results[group + "best_hyperparameter"][keep] == chosen_values(reference)
             assert agree.mean() >= 0.9, (layer, method)  # float32 sweep vs float64 reference
             np.testing.assert_allclose(
                 results[group + "cv_scores"][:, keep], np.asarray(reference.cv_scores),
@@ -326,8 +324,13 @@ def test_vim1_source_streams_an_roi_and_scores_the_validation_images(tmp_path):
     reference = ridge_cv(
         X[:40].astype(np.float64), train[:, valid].astype(np.float64), ALPHAS, cv=3
     )
+    # float32 sweep against a float64 fit: 1e-4 relative (scores of overfitted small alphas
+    # reach |R²| ~ 15, where 1e-4 absolute would ask for 7e-6 relative).
     np.testing.assert_allclose(
-        results["layer/ridge/cv_scores"][:, valid], np.asarray(reference.cv_scores), atol=1e-4
+        results["layer/ridge/cv_scores"][:, valid],
+        np.asarray(reference.cv_scores),
+        rtol=1e-4,
+        atol=1e-4,
     )
     predictions = X[40:].astype(np.float64) @ np.asarray(reference.coef) + np.asarray(
         reference.intercept

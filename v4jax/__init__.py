@@ -32,7 +32,7 @@ from v4jax.metrics import (
 )
 from v4jax.solvers.banded import BandedRidgeCVResult, banded_ridge_cv
 from v4jax.solvers.engine.folds import make_folds
-from v4jax.solvers.estimators import PLS1CV, PLSRegression, RidgeCV
+from v4jax.solvers.estimators import PLS1CV, BandedRidgeCV, PLSRegression, RidgeCV
 from v4jax.solvers.pls import (
     PLS1CVResult,
     PLS2CVResult,
@@ -43,13 +43,21 @@ from v4jax.solvers.pls import (
     pls2_fit,
 )
 from v4jax.solvers.readout import FactorisedReadout, ReadoutResult, fit_readout, predict_readout
-from v4jax.solvers.ridge import RidgeCVResult, ridge_cv, ridge_path
+from v4jax.solvers.ridge import (
+    RidgeCVResult,
+    heldout_predictions,
+    prepare_ridge,
+    ridge_cv,
+    ridge_cv_targets,
+    ridge_path,
+)
 
 __version__ = "0.1.0"
 
 __all__ = [
     "PLS1CV",
     "AlexNet",
+    "BandedRidgeCV",
     "BandedRidgeCVResult",
     "FactorisedReadout",
     "PLS1CVResult",
@@ -71,6 +79,7 @@ __all__ = [
     "extract",
     "extract_to_hdf5",
     "fit_readout",
+    "heldout_predictions",
     "init_params",
     "load_weights",
     "make_folds",
@@ -85,11 +94,13 @@ __all__ = [
     "pls2_fit",
     "predict_readout",
     "prepare_images",
+    "prepare_ridge",
     "r2_columns",
     "retina_fit",
     "retina_grid",
     "retina_warp",
     "ridge_cv",
+    "ridge_cv_targets",
     "ridge_path",
     "save_params",
     "valid_output_sizes",

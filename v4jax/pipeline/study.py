@@ -36,6 +36,7 @@ from v4jax._io import atomic_path, atomic_write_text, file_sha256, open_hdf5
 from v4jax.data import load_vim1, study_split
 from v4jax.data._format import RESPONSES_FILE
 from v4jax.metrics import pearson_columns, r2_columns
+from v4jax.solvers.engine.result import CrossValidatedResult, chosen_values, grid_edge
 
 logger = logging.getLogger(__name__)
 
@@ -361,7 +362,10 @@ def fit_study(
             with h5py.File(temporary, "w") as handle:
                 _write_subject_header(handle.create_group("subject"), data, data_dir, roi, split)
         for method in settings.methods:
-            groups = [designs] if method == "banded" else [{arm: d} for arm, d in designs.items()]
+            if _SOLVERS[method].all_arms:
+                groups = [designs]
+            else:
+                groups = [{arm: design} for arm, design in designs.items()]
             for arms in groups:
                 arm = "+".join(arms)
                 fits.append((subject, arm, method))
@@ -490,83 +494,141 @@ def _open_checkpoint_file(path: Path) -> h5py.File:
     )
 
 
-@dataclasses.dataclass(frozen=True)
-class _MethodFit:
-    """One fitted method: its grid, each target's choice, CV scores and a predictor."""
-
-    grid: np.ndarray
-    best_index: np.ndarray
-    cv_scores: np.ndarray
-    predict: Callable[[np.ndarray], np.ndarray]
+# -- solvers: how each method is called (every result is read the same way, by _fit_one) -------
 
 
-def _fit_method(
-    method: str,
-    designs: dict[str, np.ndarray],
-    map_shapes: dict[str, tuple[int, ...]],
-    fit_rows: np.ndarray,
-    Y_fit: np.ndarray,
+def _fit_ridge(
+    bands: Sequence[np.ndarray],
+    map_shapes: Sequence[tuple[int, ...]],
+    Y: np.ndarray,
     settings: FitSettings,
     progress: bool,
-) -> _MethodFit:
-    if method == "banded":
-        from v4jax.solvers.banded import banded_ridge_cv
+) -> CrossValidatedResult:
+    from v4jax.solvers.ridge import ridge_cv
 
-        arms = list(designs)
-        result = banded_ridge_cv(
-            [designs[arm][fit_rows] for arm in arms], Y_fit, settings.alphas, cv=settings.cv
-        )
-        coef, intercept = np.asarray(result.coef), np.asarray(result.intercept)
+    (X,) = bands
+    return ridge_cv(X, Y, settings.alphas, cv=settings.cv)
 
-        def predict_banded(rows: np.ndarray) -> np.ndarray:
-            parts = [
-                designs[arm][rows] @ coef[band]
-                for arm, band in zip(arms, result.band_slices, strict=True)
-            ]
-            return sum(parts) + intercept
 
-        return _MethodFit(
-            np.asarray(settings.alphas),
-            np.asarray(result.best_alpha_index),
-            np.asarray(result.cv_scores).max(axis=0),
-            predict_banded,
-        )
-    ((arm, design),) = designs.items()
-    if method == "readout":
-        import jax
-
-        from v4jax.solvers.readout import fit_readout, predict_readout
-
-        maps = design.reshape(design.shape[0], *map_shapes[arm])
-        result = fit_readout(maps[fit_rows], Y_fit, key=jax.random.key(0), progress=progress)
-        name = next(iter(result.penalty_grid))
-        grid = np.asarray(result.penalty_grid[name])
-        best_index = np.searchsorted(grid, np.asarray(result.penalties[name]))
-        scores = np.full((grid.size, Y_fit.shape[1]), np.nan)
-        scores[best_index, np.arange(Y_fit.shape[1])] = np.asarray(result.heldout_r)
-        return _MethodFit(
-            grid, best_index, scores, lambda rows: np.asarray(predict_readout(result, maps[rows]))
-        )
-    if method == "ridge":
-        from v4jax.solvers.ridge import ridge_cv
-
-        result = ridge_cv(design[fit_rows], Y_fit, settings.alphas, cv=settings.cv)
-        return _MethodFit(
-            np.asarray(settings.alphas),
-            np.asarray(result.best_alpha_index),
-            np.asarray(result.cv_scores),
-            lambda rows: np.asarray(result.predict(design[rows])),
-        )
+def _fit_pls(
+    bands: Sequence[np.ndarray],
+    map_shapes: Sequence[tuple[int, ...]],
+    Y: np.ndarray,
+    settings: FitSettings,
+    progress: bool,
+) -> CrossValidatedResult:
     from v4jax.solvers.pls import pls1_cv
 
-    result = pls1_cv(design[fit_rows], Y_fit, settings.n_components, cv=settings.cv)
-    coef, intercept = np.asarray(result.coef), np.asarray(result.intercept)
-    return _MethodFit(
-        np.asarray(result.n_components),
-        np.asarray(result.best_index),
-        np.asarray(result.cv_scores),
-        lambda rows: design[rows] @ coef + intercept,
+    (X,) = bands
+    return pls1_cv(X, Y, settings.n_components, cv=settings.cv)
+
+
+def _fit_banded(
+    bands: Sequence[np.ndarray],
+    map_shapes: Sequence[tuple[int, ...]],
+    Y: np.ndarray,
+    settings: FitSettings,
+    progress: bool,
+) -> CrossValidatedResult:
+    from v4jax.solvers.banded import banded_ridge_cv
+
+    return banded_ridge_cv(list(bands), Y, settings.alphas, cv=settings.cv)
+
+
+@dataclasses.dataclass(frozen=True)
+class _ReadoutView:
+    """The read-out, which does not follow :mod:`v4jax.solvers.engine.result` yet, seen through
+    the names :func:`_fit_one` reads.
+
+    ``grid`` is the grid of the read-out's (first) penalty; ``cv_scores`` holds each voxel's
+    held-out r at its chosen penalty and NaN elsewhere (the read-out keeps no other score);
+    ``predict`` takes the flattened (n, H * W * C) design, as the other methods' results do.
+    """
+
+    fitted: Any
+    map_shape: tuple[int, ...]
+    grid: np.ndarray
+    cv_scores: np.ndarray
+    best_index: np.ndarray
+    on_edge: np.ndarray
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        from v4jax.solvers.readout import predict_readout
+
+        return np.asarray(predict_readout(self.fitted, X.reshape(X.shape[0], *self.map_shape)))
+
+
+def _fit_readout(
+    bands: Sequence[np.ndarray],
+    map_shapes: Sequence[tuple[int, ...]],
+    Y: np.ndarray,
+    settings: FitSettings,
+    progress: bool,
+) -> _ReadoutView:
+    import jax
+
+    from v4jax.solvers.readout import fit_readout
+
+    ((X,), (map_shape,)) = bands, map_shapes
+    maps = X.reshape(X.shape[0], *map_shape)
+    fitted = fit_readout(maps, Y, key=jax.random.key(0), progress=progress)
+    name = next(iter(fitted.penalty_grid))
+    grid = np.asarray(fitted.penalty_grid[name])
+    best_index = np.searchsorted(grid, np.asarray(fitted.penalties[name]))
+    cv_scores = np.full((grid.size, Y.shape[1]), np.nan)
+    cv_scores[best_index, np.arange(Y.shape[1])] = np.asarray(fitted.heldout_r)
+    return _ReadoutView(
+        fitted, map_shape, grid, cv_scores, best_index, grid_edge(best_index, grid.size)
     )
+
+
+@dataclasses.dataclass(frozen=True)
+class _Solver:
+    """How :func:`fit_study` calls one method.
+
+    Attributes:
+      fit: (bands, map_shapes, Y, settings, progress) -> the cross-validated result, where
+        ``bands`` holds one (n_fit, n_features) design per arm fitted together and
+        ``map_shapes`` their (H, W, C) feature-map shapes.
+      all_arms: fit every arm together, as bands, rather than each arm on its own.
+    """
+
+    fit: Callable[..., Any]
+    all_arms: bool = False
+
+
+_SOLVERS = {
+    "ridge": _Solver(_fit_ridge),
+    "pls": _Solver(_fit_pls),
+    "banded": _Solver(_fit_banded, all_arms=True),
+    "readout": _Solver(_fit_readout),
+}
+
+
+def _rows(designs: dict[str, np.ndarray], rows: np.ndarray) -> np.ndarray:
+    """(n_rows, n_features) the given rows of the designs, side by side in arm order."""
+    parts = [design[rows] for design in designs.values()]
+    return parts[0] if len(parts) == 1 else np.concatenate(parts, axis=1)
+
+
+def _file_view(
+    result: CrossValidatedResult | _ReadoutView,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The results file's view of a result: (G,) grid, (G, T) cv scores, (T,) chosen values.
+
+    The file records one hyperparameter per fit: a grid with several columns (banded ridge's
+    rows of band weights then alpha) is recorded by its last column, in the grid's order, and
+    each of its values by the best cv score of the rows that share it.
+    """
+    grid, cv_scores = np.asarray(result.grid), np.asarray(result.cv_scores)
+    chosen = chosen_values(result)
+    if grid.ndim == 1:
+        return grid, cv_scores, chosen
+    column = grid[:, -1]
+    _, first = np.unique(column, return_index=True)
+    values = column[np.sort(first)]
+    scores = np.stack([cv_scores[column == value].max(axis=0) for value in values])
+    return values, scores, chosen[:, -1]
 
 
 def _fit_one(
@@ -584,12 +646,19 @@ def _fit_one(
     targets = np.column_stack([responses, responses.mean(axis=1)])
     fit_rows, test_rows = split.fit, split.test
     val_rows = data.resp_train.shape[0] + split.validation
-    fitted = _fit_method(
-        method, designs, map_shapes, fit_rows, targets[fit_rows], settings, progress
+    result = _SOLVERS[method].fit(
+        [design[fit_rows] for design in designs.values()],
+        [map_shapes[arm] for arm in designs],
+        targets[fit_rows],
+        settings,
+        progress,
     )
-    grid, best_index = fitted.grid, fitted.best_index
-    best = grid[best_index]
-    predictions = {"test": fitted.predict(test_rows), "val": fitted.predict(val_rows)}
+    grid, cv_scores, best = _file_view(result)
+    on_edge = np.asarray(result.on_edge)
+    predictions = {
+        "test": np.asarray(result.predict(_rows(designs, test_rows))),
+        "val": np.asarray(result.predict(_rows(designs, val_rows))),
+    }
     truth = {"test": targets[test_rows], "val": targets[val_rows]}
     scores = {
         f"{part}_{name}": np.asarray(function(truth[part], predictions[part]))
@@ -599,9 +668,9 @@ def _fit_one(
     arm = "+".join(designs)
     out.attrs["hyperparameter_name"] = HYPERPARAMETER_NAMES[method]
     out["grid"] = grid
-    out["cv_scores"] = fitted.cv_scores[:, :-1]
+    out["cv_scores"] = cv_scores[:, :-1]
     out["best_hyperparameter"] = best[:-1]
-    out["on_edge"] = np.isin(best_index[:-1], [0, grid.size - 1])
+    out["on_edge"] = on_edge[:-1]
     for name, values in scores.items():
         out[name] = values[:-1].astype(np.float64)
     out["pred_test"] = predictions["test"][:, :-1].astype(np.float32)
@@ -619,7 +688,7 @@ def _fit_one(
         "median_val_r": float(np.median(scores["val_r"][:-1])),
         "median_test_r": float(np.median(scores["test_r"][:-1])),
         "roi_average_val_r2": float(scores["val_r2"][-1]),
-        "fraction_on_grid_edge": float(np.mean(out["on_edge"][...])),
+        "fraction_on_grid_edge": float(np.mean(on_edge[:-1])),
     }
 
 

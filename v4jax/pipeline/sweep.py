@@ -60,6 +60,7 @@ from v4jax import _validation
 from v4jax._io import atomic_path, file_sha256, open_hdf5
 from v4jax.metrics import SCORES, pearson_columns, r2_columns
 from v4jax.solvers.engine.folds import make_folds
+from v4jax.solvers.engine.result import chosen_values
 from v4jax.solvers.engine.sharding import replicate
 
 logger = logging.getLogger(__name__)
@@ -577,7 +578,7 @@ def _create_layout(handle: h5py.File, plan: _Plan, reader: _Reader) -> None:
             }
         )
         grid = plan.grids[method]
-        group.create_dataset("grid", data=grid if method == "ridge" else grid.astype(np.int64))
+        group.create_dataset("grid", data=grid.astype(_SOLVERS[method].grid_dtype))
         _fixed_dataset(group, "completed_blocks", (plan.n_blocks,), np.uint8, 0)
         _fixed_dataset(group, "best_hyperparameter", (plan.n_voxels,), np.float64, np.nan)
         _fixed_dataset(group, "best_index", (plan.n_voxels,), np.int32, -1)
@@ -591,6 +592,45 @@ def _create_layout(handle: h5py.File, plan: _Plan, reader: _Reader) -> None:
             _fixed_dataset(group, "coef", shape, np.float32, np.nan)
 
 
+def _prepare_ridge(
+    X_fit: np.ndarray, plan: _Plan, devices: list[jax.Device] | None, progress: bool
+) -> tuple[Any, Callable[..., Any]]:
+    from v4jax.solvers.ridge import prepare_ridge, ridge_cv_targets
+
+    decomposition = prepare_ridge(X_fit, plan.folds, devices=devices, progress=progress)
+    return decomposition, functools.partial(
+        ridge_cv_targets, decomposition, alphas=plan.grids["ridge"]
+    )
+
+
+def _prepare_pls(
+    X_fit: np.ndarray, plan: _Plan, devices: list[jax.Device] | None, progress: bool
+) -> tuple[Any, Callable[..., Any]]:
+    from v4jax.solvers.pls import pls1_cv_targets, prepare_pls1
+
+    decomposition = prepare_pls1(X_fit, plan.folds, devices=devices, progress=progress)
+    grid = plan.grids["pls"].astype(np.int64)
+    return decomposition, functools.partial(pls1_cv_targets, decomposition, n_components=grid)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Solver:
+    """How the sweep calls one method.
+
+    Attributes:
+      prepare: (X_fit, plan, devices, progress) -> (decomposition, fit): the layer decomposed
+        once, and ``fit(Y_block, score=...)``, which returns a result following
+        :mod:`v4jax.solvers.engine.result` for one block of voxels.
+      grid_dtype: dtype of the ``grid`` dataset in the results file.
+    """
+
+    prepare: Callable[..., tuple[Any, Callable[..., Any]]]
+    grid_dtype: type
+
+
+_SOLVERS = {"ridge": _Solver(_prepare_ridge, np.float64), "pls": _Solver(_prepare_pls, np.int64)}
+
+
 def _sweep_task(
     handle: h5py.File,
     plan: _Plan,
@@ -602,20 +642,11 @@ def _sweep_task(
     progress: bool,
 ) -> list[tuple[str, str, int]]:
     """Decompose the layer once for ``method`` and fit every unfinished voxel block."""
-    from v4jax.solvers.pls import pls1_cv_targets, prepare_pls1
-    from v4jax.solvers.ridge import prepare_ridge, ridge_cv_targets
-
     group = handle[f"{layer.name}/{method}"]
     completed = group["completed_blocks"]
     pending = np.flatnonzero(completed[...] == 0)
     X_fit = design[reader.design_rows["fit"]]
-    if method == "ridge":
-        decomposition = prepare_ridge(X_fit, plan.folds, devices=devices, progress=progress)
-        fit = functools.partial(ridge_cv_targets, decomposition, alphas=plan.grids["ridge"])
-    else:
-        decomposition = prepare_pls1(X_fit, plan.folds, devices=devices, progress=progress)
-        grid = plan.grids["pls"].astype(np.int64)
-        fit = functools.partial(pls1_cv_targets, decomposition, n_components=grid)
+    decomposition, fit = _SOLVERS[method].prepare(X_fit, plan, devices, progress)
     held_out = {
         part: replicate(design[reader.design_rows[part]], decomposition.mesh, np.float32)
         for part in plan.parts
@@ -640,10 +671,9 @@ def _sweep_task(
             for part, values in responses.items()
         }
         result = fit(responses["fit"], score=plan.score)
-        best_index = np.asarray(result.best_alpha_index if method == "ridge" else result.best_index)
         outputs = {
-            "best_index": np.where(valid, best_index, -1),
-            "best_hyperparameter": np.where(valid, plan.grids[method][best_index], np.nan),
+            "best_index": np.where(valid, np.asarray(result.best_index), -1),
+            "best_hyperparameter": np.where(valid, chosen_values(result), np.nan),
             "cv_scores": np.where(valid, np.asarray(result.cv_scores), np.nan),
             "intercept": np.where(valid, np.asarray(result.intercept), np.nan),
         }

@@ -7,20 +7,23 @@ With bands ``X_1 .. X_B`` the model is ridge on the concatenation with a penalty
 where ``w`` is a vector of band weights on the simplex. Substituting ``c_b = sqrt(w_b) beta_b``
 turns it into plain ridge with penalty ``alpha`` on the scaled design ``[sqrt(w_b) X_b]``, whose
 linear kernel is ``sum_b w_b K_b``. So, as himalaya's ``GroupRidgeCV`` random search, each
-candidate weight vector is one ridge problem on a combined kernel: every band's centred kernel
-is computed once (streaming feature blocks), each candidate's fold kernels are weighted sums of
-them, and the dual path of
-:mod:`v4jax.solvers.ridge` (re-centring on the fold's training mean, eigh,
-every alpha for every target in one batched expression) scores all alphas x targets at once.
-Each target keeps the (candidate, alpha) pair with the best mean held-out score; ties go to the
-first candidate, then to the alpha that comes first in the grid. The refit uses each target's
-pair on all samples and reports coefficients in the original (unscaled) feature space.
+candidate weight vector is one ridge problem on a combined kernel, solved on the engine: every
+band's centred kernel is streamed once (:func:`v4jax.solvers.engine.kernels.centred_gram`), each
+candidate's combined kernel is decomposed once for every fold and alpha
+(:func:`v4jax.solvers.ridge.prepare_ridge_from_kernel`) and scored for every alpha and target
+by :func:`v4jax.solvers.ridge.ridge_cv_targets` (voxels sharded over the device mesh). Each
+target keeps the (candidate, alpha) pair with the best mean held-out score; ties go to the first
+candidate, then to the alpha that comes first in the grid. Its dual coefficients are the refit
+of that pair on all samples; coefficients in the original (unscaled) feature space are
+``c_b = w_b (X_b - mean_b)ᵀ a``, formed only when asked for.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import itertools
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -31,16 +34,16 @@ from tqdm.auto import tqdm
 
 from v4jax import _validation
 from v4jax.metrics import SCORES
+from v4jax.solvers.diagnostics import ConditioningWarning, condition_message, conditioning
+from v4jax.solvers.engine import kernels
 from v4jax.solvers.engine.folds import make_folds
+from v4jax.solvers.engine.result import grid_edge
+from v4jax.solvers.engine.sharding import replicate, voxel_mesh
 from v4jax.solvers.ridge import (
     DEFAULT_FEATURE_BLOCK,
     DEFAULT_TARGET_BATCH,
-    _centred_gram,
-    _centred_transpose_product,
-    _dual_basis,
-    _dual_coefficients,
-    _dual_full,
-    _fold_scores,
+    prepare_ridge_from_kernel,
+    ridge_cv_targets,
 )
 
 DEFAULT_RATIOS = tuple(np.logspace(-2, 2, 9).tolist())
@@ -49,42 +52,139 @@ DEFAULT_CONCENTRATION = 1.0
 
 @dataclasses.dataclass(frozen=True)
 class BandedRidgeCVResult:
-    """Result of :func:`banded_ridge_cv` (B bands, T targets, G candidates, A alphas).
+    """Result of :func:`banded_ridge_cv`, following :mod:`v4jax.solvers.engine.result`.
+
+    B bands, T targets, G candidate band weightings, A alphas; the grid has G x A rows,
+    candidate-major (row ``g * A + a`` is candidate g with alpha a).
 
     Attributes:
+      grid: (G * A, B + 1) one row per (candidate, alpha) pair: the B band weights, then alpha.
+      cv_scores: (G * A, T) held-out score averaged over folds, in the rows of ``grid``.
+      best_index: (T,) each target's row of ``grid``.
+      on_edge: (T,) True where the chosen alpha is the alpha grid's smallest or largest value.
       coef: (sum of n_features_b, T) coefficients over the concatenated bands, in the original
-        feature units (the penalty of band b is ``best_band_alphas[b]``).
+        feature units (the penalty of band b is ``best_band_alphas[b]``); a property, formed
+        from ``dual_coef`` on first access, then cached (:meth:`predict` does not need it).
       intercept: (T,) intercepts (zeros when ``fit_intercept=False``).
       best_alphas: (T,) the overall alpha of each target's best candidate.
       band_scales: (B, T) the chosen band weights ``w_b`` (each column sums to 1).
       best_band_alphas: (B, T) per-band penalties ``best_alphas / band_scales``.
-      cv_scores: (G, A, T) held-out score averaged over folds, for every candidate and alpha.
       candidates: (G, B) the candidate band weights, rows on the simplex.
       alphas: (A,) the alpha grid, as given.
       best_candidate_index: (T,) row of ``candidates`` chosen per target.
       best_alpha_index: (T,) index of each target's alpha in ``alphas``.
-      alpha_on_edge: (T,) True where the best alpha is the grid's smallest or largest value.
-      band_slices: the rows of ``coef`` that belong to each band.
+      band_slices: the rows of ``coef`` (columns of the concatenated design) of each band.
       score: "r2" or "pearson".
+      dual_coef: (n_samples, T) dual coefficients ``a`` of the scaled design:
+        ``coef_b = band_scales[b] * (X_b - mean_b)ᵀ a``.
+
+    The result keeps references to the band designs it was fitted on (not copies): do not
+    modify them in place before ``coef`` or :meth:`predict` has used them.
     """
 
-    coef: jax.Array
+    grid: np.ndarray
+    cv_scores: jax.Array
+    best_index: jax.Array
+    on_edge: jax.Array
     intercept: jax.Array
     best_alphas: jax.Array
     band_scales: jax.Array
     best_band_alphas: jax.Array
-    cv_scores: jax.Array
     candidates: np.ndarray
     alphas: np.ndarray
     best_candidate_index: jax.Array
     best_alpha_index: jax.Array
-    alpha_on_edge: jax.Array
     band_slices: tuple[slice, ...]
     score: str
+    dual_coef: jax.Array
+    _bands: tuple[Any, ...] = dataclasses.field(repr=False, compare=False)
+    _means: tuple[jax.Array, ...] = dataclasses.field(repr=False, compare=False)
+    _target_mean: jax.Array = dataclasses.field(repr=False, compare=False)
+    _dtype: np.dtype = dataclasses.field(repr=False, compare=False)
+    _feature_block_size: int = dataclasses.field(repr=False, compare=False)
+    _mesh: Any = dataclasses.field(repr=False, compare=False)
+
+    @property
+    def cv_scores_by_candidate(self) -> jax.Array:
+        """(G, A, T) ``cv_scores`` with the candidate and alpha axes apart."""
+        return self.cv_scores.reshape(len(self.candidates), len(self.alphas), -1)
+
+    @functools.cached_property
+    def coef(self) -> jax.Array:
+        """(sum of n_features_b, T) ``band_scales[b] * (X_b - mean_b)ᵀ dual_coef``, cached."""
+        return jnp.concatenate(
+            [
+                kernels.transpose_product(
+                    band,
+                    self.dual_coef,
+                    mean,
+                    dtype=self._dtype,
+                    block=self._feature_block_size,
+                    mesh=self._mesh,
+                )
+                * scale
+                for band, mean, scale in zip(
+                    self._bands, self._means, self.band_scales, strict=True
+                )
+            ]
+        )
 
     def band_coef(self, band: int) -> jax.Array:
         """(n_features_band, T) the coefficients of one band."""
         return self.coef[self.band_slices[band]]
+
+    def predict(self, X: Any) -> jax.Array:
+        """(n, T) predictions ``X @ coef + intercept``.
+
+        Args:
+          X: a list of the B bands of the new samples, band b of shape (n, n_features_b), or
+            their concatenation (n, sum of n_features_b), bands in the order of the fit.
+
+        While ``coef`` has not been formed, this goes through each band's kernel of the new
+        samples against the fitted ones, ``sum_b (X_b - mean_b)(X_b_fit - mean_b)ᵀ (w_b a)``,
+        streaming feature blocks, instead of forming the coefficients.
+        """
+        bands = self._new_bands(X)
+        if "coef" in self.__dict__:
+            design = jnp.concatenate([jnp.asarray(band, dtype=self._dtype) for band in bands], 1)
+            return design @ self.coef + self.intercept
+        prediction = self._target_mean
+        for new, band, mean, scale in zip(
+            bands, self._bands, self._means, self.band_scales, strict=True
+        ):
+            kernel = kernels.cross_kernel(
+                new,
+                band,
+                mean,
+                dtype=self._dtype,
+                block=self._feature_block_size,
+                mesh=self._mesh,
+            )
+            prediction = prediction + kernel @ (self.dual_coef * scale)
+        return prediction
+
+    def _new_bands(self, X: Any) -> list[Any]:
+        widths = [band.shape[1] for band in self._bands]
+        if isinstance(X, (np.ndarray, jax.Array)) or not isinstance(X, Sequence):
+            X = _validation.as_2d_float(X, "X")
+            if X.shape[1] != sum(widths):
+                raise ValueError(
+                    f"X has {X.shape[1]} features but the bands fitted have {sum(widths)} "
+                    f"together ({widths}); pass the bands concatenated in the order of the fit, "
+                    "or a list of bands."
+                )
+            return [X[:, band] for band in self.band_slices]
+        if len(X) != len(widths):
+            raise ValueError(f"X has {len(X)} bands but the fit had {len(widths)}.")
+        bands = [_validation.as_2d_float(band, f"X[{number}]") for number, band in enumerate(X)]
+        for number, (band, width) in enumerate(zip(bands, widths, strict=True)):
+            if band.shape[1] != width:
+                raise ValueError(
+                    f"X[{number}] has {band.shape[1]} features but band {number} was fitted "
+                    f"on {width}."
+                )
+            _validation.check_same_samples(bands[0], band, ("X[0]", f"X[{number}]"))
+        return bands
 
 
 def band_weight_grid(n_bands: int, ratios: Any = DEFAULT_RATIOS) -> np.ndarray:
@@ -153,6 +253,7 @@ def banded_ridge_cv(
     target_batch_size: int | None = DEFAULT_TARGET_BATCH,
     feature_block_size: int = DEFAULT_FEATURE_BLOCK,
     progress: bool | None = None,
+    devices: Sequence[jax.Device] | None = None,
     dtype: Any = None,
 ) -> BandedRidgeCVResult:
     """Cross-validated banded ridge: a band-weight vector and an alpha chosen per target.
@@ -166,7 +267,8 @@ def banded_ridge_cv(
         and is streamed to the device in feature blocks).
       Y: (n_samples, n_targets) or (n_samples,) responses.
       alphas: (A,) positive grid of the overall penalty.
-      cv: int (contiguous folds), scikit-learn splitter or list of (train, test) index arrays.
+      cv: int (contiguous folds), scikit-learn splitter, list of (train, test) index arrays, or
+        ``"loo"`` (leave-one-out), as :func:`v4jax.ridge_cv`.
       fit_intercept: centre the designs and Y on each training set.
       score: "r2" or "pearson", the held-out score that selects (band weights, alpha).
       ratios: (R,) grid of weight ratios of bands 2..B to band 1.
@@ -174,20 +276,25 @@ def banded_ridge_cv(
       band_weights: (G, B) explicit positive candidate weights (rows are normalised to sum 1).
       concentration: Dirichlet concentration of the random search.
       seed: seed of the random search.
-      target_batch_size: targets processed together (bounds memory); None for all at once.
+      target_batch_size: targets per device batch (bounds memory); None for all at once.
       feature_block_size: features per block when building kernels and coefficients.
-      progress: show a progress bar over candidates (default: when there is more than one).
+      progress: show progress bars over candidates (default: when there is more than one) and
+        over the kernels' feature blocks (default: when there are many).
+      devices: devices to shard the voxels over (None: all local devices), as
+        :func:`v4jax.ridge_cv`: kernels and decompositions are replicated, per-voxel outputs
+        come back sharded over the voxel axis.
       dtype: compute dtype, "float32" or "float64" (None: float64 when JAX's x64 mode is on and
         the inputs are float64, else float32), as :func:`v4jax.ridge_cv`.
 
     Returns:
       :class:`BandedRidgeCVResult`; float32, or float64 when JAX x64 is on and inputs are
-      float64.
+      float64. Warns with a :class:`~v4jax.solvers.diagnostics.ConditioningWarning` when the
+      refit at the smallest alpha chosen with some candidate cannot be trusted in that dtype.
 
     Example:
       >>> result = banded_ridge_cv([X_conv2, X_conv3], Y, np.logspace(-2, 6, 17), cv=5)
-      >>> result.coef.shape, result.best_band_alphas.shape
-      ((n_features_conv2 + n_features_conv3, n_targets), (2, n_targets))
+      >>> result.best_band_alphas.shape, result.predict([X_conv2_new, X_conv3_new]).shape
+      ((2, n_targets), (n_new, n_targets))
     """
     bands = _check_bands(Xs)
     Y = _validation.as_2d_float(Y, "Y", allow_1d=True)
@@ -195,92 +302,117 @@ def banded_ridge_cv(
         _validation.check_same_samples(X, Y, (f"Xs[{number}]", "Y"))
     alpha_grid = _validation.check_alphas(alphas)
     _validation.check_choice(score, "score", SCORES)
-    target_batch_size = _validation.check_positive_int(
-        target_batch_size, "target_batch_size", allow_none=True
-    )
     feature_block_size = _validation.check_positive_int(feature_block_size, "feature_block_size")
     candidates = _candidates(len(bands), ratios, n_iter, band_weights, concentration, seed)
-    n_samples, n_targets = Y.shape
-    folds = make_folds(cv, n_samples)
+    n_samples = Y.shape[0]
+    folds = cv if isinstance(cv, str) else make_folds(cv, n_samples)
     dtype = _validation.resolve_dtype(dtype, *bands, Y)
+    mesh = voxel_mesh(devices)
 
-    kernels = [_centred_gram(X, fit_intercept, dtype, feature_block_size) for X in bands]
-    grams = jnp.stack([gram for gram, _, _ in kernels])
-    means = [mean for _, _, mean in kernels]
-    Y_device = jnp.asarray(Y, dtype=dtype)
-    alphas_device = jnp.asarray(alpha_grid, dtype=dtype)
-    candidates_device = jnp.asarray(candidates, dtype=dtype)
-    batch = n_targets if target_batch_size is None else target_batch_size
-    starts = range(0, n_targets, batch)
-
+    grams = [
+        kernels.centred_gram(
+            X,
+            fit_intercept=fit_intercept,
+            dtype=dtype,
+            block=feature_block_size,
+            mesh=mesh,
+            progress=progress,
+        )
+        for X in bands
+    ]
+    band_kernels = tuple(gram.kernel for gram in grams)
     show = progress if progress is not None else len(candidates) > 1
-    candidate_scores = []
-    for weights in tqdm(candidates_device, desc="banded ridge candidates", disable=not show):
-        gram = _weighted_gram(grams, weights)
-        fold_scores = []
-        for train, test in folds:
-            basis = _dual_basis(gram, jnp.asarray(train), jnp.asarray(test), fit_intercept)
-            fold_scores.append(
-                jnp.concatenate(
-                    [
-                        _fold_scores(
-                            basis,
-                            Y_device[train, start : start + batch],
-                            Y_device[test, start : start + batch],
-                            alphas_device,
-                            fit_intercept,
-                            score,
-                            "dual",
-                        )
-                        for start in starts
-                    ],
-                    axis=1,
-                )
+    choice, spectra, candidate_scores = None, [], []
+    for weights in tqdm(
+        replicate(candidates, mesh, dtype), desc="banded ridge candidates", disable=not show
+    ):
+        decomposition = prepare_ridge_from_kernel(
+            _weighted_kernel(band_kernels, weights),
+            folds,
+            fit_intercept=fit_intercept,
+            devices=devices,
+            dtype=dtype,
+        )
+        with warnings.catch_warnings():
+            # Checked below, at the alphas of the candidates the targets chose.
+            warnings.simplefilter("ignore", ConditioningWarning)
+            fitted = ridge_cv_targets(
+                decomposition, Y, alpha_grid, score=score, target_batch_size=target_batch_size
             )
-        candidate_scores.append(jnp.mean(jnp.stack(fold_scores), axis=0))
-    cv_scores = jnp.stack(candidate_scores)
+        spectra.append(np.asarray(decomposition.basis.eigenvalues))
+        candidate_scores.append(fitted.cv_scores)
+        choice = _keep_better(choice, len(candidate_scores) - 1, fitted)
+    best_candidate, best_alpha_index, _, dual, target_mean = choice
 
-    n_alphas = len(alpha_grid)
-    flat_best = jnp.argmax(cv_scores.reshape(-1, n_targets), axis=0)
-    best_candidate = flat_best // n_alphas
-    best_alpha_index = flat_best % n_alphas
+    alphas_device = replicate(alpha_grid, mesh, dtype)
     best_alphas = alphas_device[best_alpha_index]
-    band_scales = candidates_device[best_candidate].T
-
-    dual = jnp.zeros((n_samples, n_targets), dtype=dtype)
-    y_mean = jnp.zeros(n_targets, dtype=dtype)
-    for index in np.unique(np.asarray(best_candidate)):
-        full = _dual_full(_weighted_gram(grams, candidates_device[index]), fit_intercept)
-        chosen = best_candidate == index
-        for start in starts:
-            columns = slice(start, start + batch)
-            part, part_mean = _dual_coefficients(
-                full, Y_device[:, columns], best_alphas[columns], fit_intercept
-            )
-            dual = dual.at[:, columns].set(jnp.where(chosen[columns], part, dual[:, columns]))
-            y_mean = y_mean.at[columns].set(jnp.where(chosen[columns], part_mean, y_mean[columns]))
-
-    coef_blocks, intercept = [], y_mean
-    for X, mean, scale in zip(bands, means, band_scales, strict=True):
-        band_coef = _band_coefficients(X, mean, dual, dtype, feature_block_size) * scale
-        coef_blocks.append(band_coef)
-        intercept = intercept - mean @ band_coef
+    band_scales = replicate(candidates, mesh, dtype)[best_candidate].T
+    _check_chosen_conditioning(spectra, best_candidate, best_alphas, dtype)
+    intercept = target_mean - sum(
+        scale * (gram.design_dot_mean @ dual)
+        for gram, scale in zip(grams, band_scales, strict=True)
+    )
+    n_alphas = len(alpha_grid)
     sizes = np.cumsum([0] + [X.shape[1] for X in bands])
     return BandedRidgeCVResult(
-        coef=jnp.concatenate(coef_blocks),
+        grid=np.column_stack(
+            [np.repeat(candidates, n_alphas, axis=0), np.tile(alpha_grid, len(candidates))]
+        ),
+        cv_scores=jnp.concatenate(candidate_scores),
+        best_index=best_candidate * n_alphas + best_alpha_index,
+        on_edge=grid_edge(best_alpha_index, n_alphas),
         intercept=intercept,
         best_alphas=best_alphas,
         band_scales=band_scales,
         best_band_alphas=best_alphas[None, :] / band_scales,
-        cv_scores=cv_scores,
         candidates=candidates,
         alphas=alpha_grid,
         best_candidate_index=best_candidate,
         best_alpha_index=best_alpha_index,
-        alpha_on_edge=(best_alpha_index == 0) | (best_alpha_index == n_alphas - 1),
         band_slices=tuple(slice(int(a), int(b)) for a, b in itertools.pairwise(sizes)),
         score=score,
+        dual_coef=dual,
+        _bands=tuple(bands),
+        _means=tuple(gram.mean for gram in grams),
+        _target_mean=target_mean,
+        _dtype=dtype,
+        _feature_block_size=feature_block_size,
+        _mesh=mesh,
     )
+
+
+def _keep_better(choice: tuple | None, candidate: int, fitted: Any) -> tuple:
+    """(candidate, alpha index, score, dual coef, Y mean) per target, keeping the better fit.
+
+    A candidate replaces the kept one where its best score is strictly higher (or NaN where the
+    kept one is not), as ``argmax`` over the candidate-major grid: ties keep the first.
+    """
+    score = jnp.take_along_axis(fitted.cv_scores, fitted.best_index[None, :], axis=0)[0]
+    new = (jnp.full_like(fitted.best_index, candidate), fitted.best_index, score,
+           fitted.dual_coef, fitted.intercept)  # fmt: skip
+    if choice is None:
+        return new
+    kept = choice[2]
+    better = (score > kept) | (jnp.isnan(score) & ~jnp.isnan(kept))
+    return tuple(jnp.where(better, a, b) for a, b in zip(new, choice, strict=True))
+
+
+def _check_chosen_conditioning(
+    spectra: list[np.ndarray], best_candidate: jax.Array, best_alphas: jax.Array, dtype: Any
+) -> None:
+    """Warn once, for the worst candidate, when a refit at a chosen alpha is untrustworthy.
+
+    Each candidate is checked at the smallest alpha among the targets that chose it.
+    """
+    chosen = np.asarray(best_candidate)
+    alphas = np.asarray(best_alphas)
+    measured = [
+        conditioning(spectra[index], [alphas[chosen == index].min()], dtype)
+        for index in np.unique(chosen)
+    ]
+    worst = max(measured, key=lambda item: item.error_bound)
+    if not worst.trustworthy:
+        warnings.warn(condition_message(worst), ConditioningWarning, stacklevel=3)
 
 
 def _check_bands(Xs: Any) -> list[Any]:
@@ -330,25 +462,9 @@ def _candidates(
 
 
 @jax.jit
-def _weighted_gram(grams: jax.Array, weights: jax.Array) -> jax.Array:
-    """(n, n) sum_b w_b K_b from (B, n, n) band kernels."""
-    return jnp.tensordot(weights, grams, axes=1)
-
-
-def _band_coefficients(
-    X: Any, mean: jax.Array, dual: jax.Array, dtype: np.dtype, block: int
-) -> jax.Array:
-    """(n_features, T) (X - mean)ᵀ dual, streaming feature blocks."""
-    return jnp.concatenate(
-        [
-            _centred_transpose_product(
-                jnp.asarray(X[:, start : start + block], dtype=dtype),
-                dual,
-                mean[start : start + block],
-            )
-            for start in range(0, X.shape[1], block)
-        ]
-    )
+def _weighted_kernel(band_kernels: tuple[jax.Array, ...], weights: jax.Array) -> jax.Array:
+    """(n, n) ``sum_b w_b K_b``: the kernel of the scaled design ``[sqrt(w_b) X_b]``."""
+    return sum(weight * kernel for weight, kernel in zip(weights, band_kernels, strict=True))
 
 
 __all__ = [

@@ -7,6 +7,7 @@ layout: ``coef_`` is (n_targets, n_features), or (n_features,) when ``y`` was 1-
 
 from __future__ import annotations
 
+import itertools
 import warnings
 from typing import Any
 
@@ -15,6 +16,7 @@ from sklearn.base import BaseEstimator, RegressorMixin
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from v4jax._validation import check_positive_int as _check_positive_int
+from v4jax.solvers.banded import DEFAULT_CONCENTRATION, banded_ridge_cv
 from v4jax.solvers.engine.folds import make_folds
 from v4jax.solvers.pls import DEFAULT_TARGET_BATCH as DEFAULT_PLS_TARGET_BATCH
 from v4jax.solvers.pls import as_component_grid, pls1_cv, pls2_fit
@@ -122,8 +124,122 @@ class RidgeCV(_LinearPredictorMixin, RegressorMixin, BaseEstimator):
         best = np.asarray(result.best_alphas)
         self.best_alphas_ = best[0] if y_is_vector else best
         self.cv_scores_ = np.asarray(result.cv_scores)
-        self.alpha_on_edge_ = np.asarray(result.alpha_on_edge)
+        self.alpha_on_edge_ = np.asarray(result.on_edge)
         return self
+
+
+class BandedRidgeCV(_LinearPredictorMixin, RegressorMixin, BaseEstimator):
+    """Banded ridge: one penalty per feature band, band weights and alpha chosen per target.
+
+    The columns of X are split into bands (e.g. the features of two layers side by side), and
+    :func:`v4jax.banded_ridge_cv` chooses per target a band weighting and an overall alpha.
+
+    Parameters:
+      bands: how the columns of X split into bands: None (one band, plain ridge), a sequence of
+        band sizes (ints summing to n_features, bands side by side in that order) or a sequence
+        of column slices (columns in no band get a zero coefficient).
+      alphas: grid of the overall penalty (positive).
+      cv: int (contiguous folds, no shuffling), scikit-learn splitter, or list of (train, test).
+      fit_intercept: centre X and y on each training set.
+      scoring: "r2" or "pearson", the held-out score that selects (band weights, alpha).
+      ratios, n_iter, band_weights, concentration, seed: the candidate band weights, as
+        :func:`v4jax.banded_ridge_cv` (default: its ratio grid).
+      target_batch_size: targets per batch (bounds memory).
+
+    Fitted attributes:
+      best_alphas_: (n_targets,) or scalar for 1-D y, each target's overall alpha.
+      band_scales_: (n_bands, n_targets) or (n_bands,), the chosen band weights.
+      best_band_alphas_: like ``band_scales_``, the per-band penalties.
+      cv_scores_: (n_candidates * n_alphas, n_targets), rows as ``grid_``.
+      grid_: (n_candidates * n_alphas, n_bands + 1) band weights and alpha of each row.
+      coef_: (n_targets, n_features) or (n_features,). intercept_: (n_targets,) or scalar.
+      alpha_on_edge_: (n_targets,) bool, chosen alpha at the alpha grid's edge.
+
+    Example:
+      >>> model = BandedRidgeCV(bands=[n_conv2, n_conv3]).fit(X_train, Y_train)
+      >>> model.band_scales_
+    """
+
+    def __init__(
+        self,
+        bands: Any = None,
+        alphas: Any = DEFAULT_ALPHAS,
+        cv: Any = 5,
+        fit_intercept: bool = True,
+        scoring: str = "r2",
+        ratios: Any = None,
+        n_iter: int | None = None,
+        band_weights: Any = None,
+        concentration: float = DEFAULT_CONCENTRATION,
+        seed: int = 0,
+        target_batch_size: int | None = DEFAULT_TARGET_BATCH,
+    ) -> None:
+        self.bands = bands
+        self.alphas = alphas
+        self.cv = cv
+        self.fit_intercept = fit_intercept
+        self.scoring = scoring
+        self.ratios = ratios
+        self.n_iter = n_iter
+        self.band_weights = band_weights
+        self.concentration = concentration
+        self.seed = seed
+        self.target_batch_size = target_batch_size
+
+    def fit(self, X: Any, y: Any) -> BandedRidgeCV:
+        """Fit on X (n_samples, n_features) and y (n_samples,) or (n_samples, n_targets)."""
+        X, y = _validate_fit_data(self, X, y)
+        columns = _band_columns(self.bands, X.shape[1])
+        result = banded_ridge_cv(
+            [X[:, band] for band in columns],
+            y,
+            self.alphas,
+            cv=self.cv,
+            fit_intercept=self.fit_intercept,
+            score=self.scoring,
+            ratios=self.ratios,
+            n_iter=self.n_iter,
+            band_weights=self.band_weights,
+            concentration=self.concentration,
+            seed=self.seed,
+            target_batch_size=self.target_batch_size,
+            progress=False,
+        )
+        band_coef = np.asarray(result.coef)
+        coef = np.zeros((X.shape[1], band_coef.shape[1]), dtype=band_coef.dtype)
+        for band, rows in zip(columns, result.band_slices, strict=True):
+            coef[band] += band_coef[rows]
+        y_is_vector = y.ndim == 1
+        _store_coefficients(self, coef, result.intercept, y_is_vector)
+        for name in ("best_alphas", "band_scales", "best_band_alphas"):
+            value = np.asarray(getattr(result, name))
+            setattr(self, f"{name}_", value[..., 0] if y_is_vector else value)
+        self.cv_scores_ = np.asarray(result.cv_scores)
+        self.grid_ = result.grid
+        self.alpha_on_edge_ = np.asarray(result.on_edge)
+        return self
+
+
+def _band_columns(bands: Any, n_features: int) -> list[np.ndarray]:
+    """The column indices of each band, from None, band sizes or column slices."""
+    if bands is None:
+        return [np.arange(n_features)]
+    bands = list(bands)
+    if not bands:
+        raise ValueError("bands is empty; pass None for one band, band sizes or column slices.")
+    if all(isinstance(band, slice) for band in bands):
+        columns = [np.arange(n_features)[band] for band in bands]
+        if any(column.size == 0 for column in columns):
+            raise ValueError(f"bands {bands} select no column of X's {n_features} for some band.")
+        return columns
+    sizes = [_check_positive_int(size, "band size") for size in bands]
+    if sum(sizes) != n_features:
+        raise ValueError(
+            f"band sizes {sizes} sum to {sum(sizes)} but X has {n_features} features; the "
+            "sizes must cover X's columns, bands side by side."
+        )
+    starts = np.cumsum([0, *sizes])
+    return [np.arange(start, stop) for start, stop in itertools.pairwise(starts)]
 
 
 DEFAULT_PLS_COMPONENTS = tuple(range(1, 26))

@@ -27,6 +27,11 @@ kernel is computed once and shared by every batch), in batches with bounded memo
 Components whose score vanishes (the response residual is already zero, or the design has no
 rank left, e.g. ``n_components >= n_samples``) are set to zero with a warning instead of
 dividing by zero, so nothing turns into NaN; scikit-learn stops early in the same situation.
+
+Everything else comes from the solver engine (:mod:`v4jax.solvers.engine`): the streamed
+kernels and transpose products (:mod:`~v4jax.solvers.engine.kernels`), the per-target runner
+that shards PLS1's targets over devices (:mod:`~v4jax.solvers.engine.runner`), and the result
+protocol (:mod:`~v4jax.solvers.engine.result`).
 """
 
 from __future__ import annotations
@@ -41,29 +46,41 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.scipy.linalg import solve_triangular
-from jax.sharding import PartitionSpec
 from sklearn.exceptions import ConvergenceWarning
 from tqdm.auto import tqdm
 
 from v4jax import _validation
 from v4jax.metrics import SCORES, score_columns
 from v4jax.solvers.engine.folds import make_folds
-from v4jax.solvers.engine.sharding import (
-    VOXEL_AXIS,
-    padded_voxel_count,
-    replicate,
-    shard_columns,
-    trim_voxels,
-    voxel_mesh,
+from v4jax.solvers.engine.kernels import (
+    DEFAULT_FEATURE_BLOCK,
+    CentredGram,
+    centred_gram,
+    feature_block,
+    recentre,
+    transpose_product,
 )
+from v4jax.solvers.engine.result import grid_edge
+from v4jax.solvers.engine.runner import run_per_target
+from v4jax.solvers.engine.sharding import replicate, voxel_mesh
 
 SOLVERS = ("auto", "primal", "dual")
 DEFAULT_TARGET_BATCH = 512
-DEFAULT_FEATURE_BLOCK = 8192
 # Squared norms below FLOOR * eps² times the reference squared norm count as rounding noise.
 _VANISHING_FLOOR = 1e4
 # On the kernel path, squared norms below KERNEL_FLOOR * eps times the kernel's trace.
 _KERNEL_FLOOR = 100.0
+
+
+def _linear_prediction(X: Any, coef: jax.Array, intercept: jax.Array) -> jax.Array:
+    """(n, n_targets) ``X @ coef + intercept`` for (n, n_features) ``X``."""
+    X = _validation.as_2d_float(X, "X")
+    if X.shape[1] != coef.shape[0]:
+        raise ValueError(
+            f"X has {X.shape[1]} features but the PLS was fitted on {coef.shape[0]}; pass "
+            "features of the same layer, flattened the same way."
+        )
+    return jnp.asarray(X, dtype=coef.dtype) @ coef + intercept
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,7 +93,7 @@ class PLS2Result:
       x_scores: (n_samples, n_components). y_scores: (n_samples, n_components).
       x_rotations: (n_features, n_components) ``W (PᵀW)⁻¹``, maps standardised X to scores.
       coef: (n_features, n_targets) coefficients in the original units.
-      intercept: (n_targets,) so that ``prediction = X @ coef + intercept`` (scikit-learn
+      intercept: (n_targets,) so that ``predict(X) = X @ coef + intercept`` (scikit-learn
         instead stores ``y_mean`` as ``intercept_`` and subtracts ``x_mean`` inside predict;
         the predictions are the same).
       x_mean, x_std: (n_features,). y_mean, y_std: (n_targets,). Stds are 1 unless ``scale``.
@@ -102,49 +119,76 @@ class PLS2Result:
     n_active: int
     solver: str
 
+    def predict(self, X: Any) -> jax.Array:
+        """(n, n_targets) predictions ``X @ coef + intercept`` for (n, n_features) ``X``."""
+        return _linear_prediction(X, self.coef, self.intercept)
+
 
 @dataclasses.dataclass(frozen=True)
 class PLS2CVResult:
-    """Result of :func:`pls2_cv`.
+    """Result of :func:`pls2_cv`; a :class:`~v4jax.solvers.engine.result.CrossValidatedResult`.
 
     Attributes:
+      grid: (n_grid,) the component counts scored, sorted.
       cv_scores: (n_grid, n_targets) held-out score per component count, averaged over folds.
-      n_components: (n_grid,) the grid, sorted.
-      best_n_components: the count with the best score averaged over targets (PLS2 shares its
-        components between targets, so there is one count).
+      best_index: (n_targets,) index of ``best_n_components`` in ``grid``, the same for every
+        target (PLS2 shares its components between targets, so there is one count).
+      on_edge: (n_targets,) True where that count is the first or last of the grid.
+      best_n_components: the count with the best score averaged over targets.
       fit: :class:`PLS2Result` refitted on all samples with ``best_n_components``.
       score: "r2" or "pearson".
+      coef, intercept: the refit's (n_features, n_targets) and (n_targets,).
     """
 
+    grid: np.ndarray
     cv_scores: jax.Array
-    n_components: np.ndarray
+    best_index: jax.Array
+    on_edge: jax.Array
     best_n_components: int
     fit: PLS2Result
     score: str
 
+    @property
+    def coef(self) -> jax.Array:
+        return self.fit.coef
+
+    @property
+    def intercept(self) -> jax.Array:
+        return self.fit.intercept
+
+    def predict(self, X: Any) -> jax.Array:
+        """(n, n_targets) predictions ``X @ coef + intercept`` for (n, n_features) ``X``."""
+        return self.fit.predict(X)
+
 
 @dataclasses.dataclass(frozen=True)
 class PLS1CVResult:
-    """Result of :func:`pls1_cv`.
+    """Result of :func:`pls1_cv`; a :class:`~v4jax.solvers.engine.result.CrossValidatedResult`.
 
     Attributes:
-      best_n_components: (n_targets,) the count with the best mean held-out score, per target.
+      grid: (n_grid,) the component counts scored, sorted.
       cv_scores: (n_grid, n_targets) held-out score averaged over folds.
+      best_index: (n_targets,) index of each target's count in ``grid``.
+      on_edge: (n_targets,) True where that count is the first or last of the grid.
+      best_n_components: (n_targets,) the count with the best mean held-out score, per target.
       coef: (n_features, n_targets) refitted on all samples with each target's own count.
-      intercept: (n_targets,) so that ``prediction = X @ coef + intercept``.
-      n_components: (n_grid,) the grid, sorted.
-      best_index: (n_targets,) index of each target's count in ``n_components``.
+      intercept: (n_targets,) so that ``predict(X) = X @ coef + intercept``.
       solver: "primal" or "dual". score: "r2" or "pearson".
     """
 
-    best_n_components: jax.Array
+    grid: np.ndarray
     cv_scores: jax.Array
+    best_index: jax.Array
+    on_edge: jax.Array
+    best_n_components: jax.Array
     coef: jax.Array
     intercept: jax.Array
-    n_components: np.ndarray
-    best_index: jax.Array
     solver: str
     score: str
+
+    def predict(self, X: Any) -> jax.Array:
+        """(n, n_targets) predictions ``X @ coef + intercept`` for (n, n_features) ``X``."""
+        return _linear_prediction(X, self.coef, self.intercept)
 
 
 # -- public API ---------------------------------------------------------------------------------
@@ -178,7 +222,7 @@ def pls2_fit(
 
     Example:
       >>> result = pls2_fit(X, Y, 25)
-      >>> prediction = X_new @ result.coef + result.intercept
+      >>> prediction = result.predict(X_new)
     """
     X, Y, dtype, solver = _check_pls_inputs(X, Y, solver)
     n_samples, n_features = X.shape
@@ -190,44 +234,32 @@ def pls2_fit(
     tol = _check_tolerance(tol)
     Y_device = jnp.asarray(Y, dtype=dtype)
     if solver == "primal":
-        fit, weights, loadings, x_mean, x_std, y_mean, y_std = _pls2_primal_fit(
+        fit = _pls2_primal_fit(
             jnp.asarray(X, dtype=dtype), Y_device, n_components, max_iter, tol, scale
         )
     else:
-        x_mean, x_std = _column_moments(X, np.arange(n_samples), scale, dtype, feature_block_size)
-        y_mean, y_std = _moments(Y_device, scale)
-        kernel = _standardised_gram(X, x_mean, x_std, dtype, feature_block_size)
-        fit = _pls2_dual(kernel, _standardise(Y_device, y_mean, y_std), n_components, max_iter, tol)
-        products = _standardised_transpose_product(
-            X,
-            jnp.concatenate([fit.weights, fit.x_scores], axis=1),
-            x_mean,
-            x_std,
-            dtype,
-            feature_block_size,
-        )
-        fit, weights, loadings = _dual_weights_and_loadings(fit, products)
-    n_active = int(jnp.sum(fit.active))
+        stream = _Stream(dtype, feature_block_size, _single_device_mesh())
+        fit = _pls2_dual_fit(X, Y_device, n_components, max_iter, tol, scale, stream)
+    components = fit.components
+    n_active = int(jnp.sum(components.active))
     _warn_dropped_components(n_active, n_components, "PLS2")
-    _warn_unconverged(fit.n_iter, max_iter)
-    rotations, coef, intercept = _pls2_coefficients(
-        weights, loadings, fit, x_mean, x_std, y_mean, y_std
-    )
+    _warn_unconverged(components.n_iter, max_iter)
+    rotations, coef, intercept = _pls2_coefficients(fit)
     return PLS2Result(
-        x_weights=weights,
-        y_weights=fit.y_weights,
-        x_loadings=loadings,
-        y_loadings=fit.y_loadings,
-        x_scores=fit.x_scores,
-        y_scores=fit.y_scores,
+        x_weights=fit.weights,
+        y_weights=components.y_weights,
+        x_loadings=fit.loadings,
+        y_loadings=components.y_loadings,
+        x_scores=components.x_scores,
+        y_scores=components.y_scores,
         x_rotations=rotations,
         coef=coef,
         intercept=intercept,
-        x_mean=x_mean[0],
-        x_std=x_std[0],
-        y_mean=y_mean[0],
-        y_std=y_std[0],
-        n_iter=fit.n_iter,
+        x_mean=fit.x.mean,
+        x_std=fit.x.std,
+        y_mean=fit.y.mean,
+        y_std=fit.y.std,
+        n_iter=components.n_iter,
         n_active=n_active,
         solver=solver,
     )
@@ -272,16 +304,19 @@ def pls2_cv(
     max_iter = _validation.check_positive_int(max_iter, "max_iter")
     tol = _check_tolerance(tol)
     Y_device = jnp.asarray(Y, dtype=dtype)
-    shared_gram = _shared_gram(X, solver, scale, dtype, feature_block_size)
+    stream = _Stream(dtype, feature_block_size, _single_device_mesh())
+    design = _design_on_mesh(X, solver, stream)
+    shared = _shared_kernel(design, solver, scale, stream, progress=False)
     fold_scores = []
     for train, test in tqdm(folds, desc="PLS2 folds", disable=not progress):
-        design = _fold_design(X, train, test, scale, solver, dtype, feature_block_size, shared_gram)
+        fold = _fold_design(design, train, test, scale, solver, stream, shared)
         predictions = _pls2_fold_predictions(
-            design, Y_device[train], n_components_max, max_iter, tol, scale, solver == "dual"
+            fold, Y_device[train], n_components_max, max_iter, tol, scale, solver == "dual"
         )
         fold_scores.append(score_columns(Y_device[test], predictions[grid - 1], score))
     cv_scores = jnp.mean(jnp.stack(fold_scores), axis=0)
-    best = int(grid[int(jnp.argmax(jnp.mean(cv_scores, axis=1)))])
+    best_position = int(jnp.argmax(jnp.mean(cv_scores, axis=1)))
+    best = int(grid[best_position])
     fit = pls2_fit(
         X,
         Y,
@@ -292,8 +327,15 @@ def pls2_cv(
         solver=solver,
         feature_block_size=feature_block_size,
     )
+    best_index = jnp.full(Y.shape[1], best_position)
     return PLS2CVResult(
-        cv_scores=cv_scores, n_components=grid, best_n_components=best, fit=fit, score=score
+        grid=grid,
+        cv_scores=cv_scores,
+        best_index=best_index,
+        on_edge=grid_edge(best_index, grid.size),
+        best_n_components=best,
+        fit=fit,
+        score=score,
     )
 
 
@@ -336,12 +378,12 @@ def pls1_path(
     n_components_max = _check_component_count(
         int(grid.max()), limit, f"min(n_train, n_features) = {limit}"
     )
+    stream = _Stream(dtype, DEFAULT_FEATURE_BLOCK, _single_device_mesh())
     stacked = np.concatenate([np.asarray(X_train), np.asarray(X_test)])
     train, test = np.arange(n_train), np.arange(n_train, stacked.shape[0])
-    shared_gram = _shared_gram(stacked, solver, scale, dtype, DEFAULT_FEATURE_BLOCK)
-    design = _fold_design(
-        stacked, train, test, scale, solver, dtype, DEFAULT_FEATURE_BLOCK, shared_gram
-    )
+    stacked = _design_on_mesh(stacked, solver, stream)
+    shared = _shared_kernel(stacked, solver, scale, stream, progress=False)
+    design = _fold_design(stacked, train, test, scale, solver, stream, shared)
     Y_train = jnp.asarray(Y_train, dtype=dtype)
     predictions = _pls1_predictions(design, Y_train, n_components_max, solver == "dual")
     return predictions[grid - 1]
@@ -427,7 +469,7 @@ class PLS1Decomposition:
       folds: ((train indices), (test indices)) per fold, as tuples (hashable).
       designs: one ``_FoldDesign`` per fold (standardised designs, or centred kernels).
       full: the design (or kernel) of all samples, for the refit.
-      x_mean, x_std: (1, n_features) moments of all samples (std is 1 without ``scale``).
+      x_mean, x_std: (n_features,) moments of all samples (std is 1 without ``scale``).
       design: the design as given (dual path: streamed again for the coefficients), else None.
       dtype: compute dtype. feature_block_size: features per streamed block.
       mesh: the one-axis "voxels" mesh everything is replicated on.
@@ -490,19 +532,19 @@ def prepare_pls1(
         solver = "dual" if n_features > n_samples else "primal"
     dtype = _validation.resolve_dtype(dtype, X)
     folds = make_folds(cv, n_samples)
-    mesh = voxel_mesh(devices)
-    if solver == "primal":
-        X = replicate(X, mesh, dtype)
-    block = feature_block_size
-    shared_gram = _shared_gram(X, solver, scale, dtype, block, mesh=mesh, progress=progress)
+    stream = _Stream(dtype, feature_block_size, voxel_mesh(devices))
+    X = _design_on_mesh(X, solver, stream)
+    shared = _shared_kernel(X, solver, scale, stream, progress=progress)
     designs = tuple(
-        _fold_design(X, train, test, scale, solver, dtype, block, shared_gram, mesh=mesh)
-        for train, test in folds
+        _fold_design(X, train, test, scale, solver, stream, shared) for train, test in folds
     )
     everything = np.arange(n_samples)
-    x_mean, x_std = _column_moments(X, everything, scale, dtype, block, mesh=mesh)
+    if shared is None:
+        x_moments = _column_moments(X, everything, scale, stream)
+    else:
+        x_moments = _Moments(shared.mean, jnp.ones_like(shared.mean))
     full = _fold_design(
-        X, everything, everything[:1], scale, solver, dtype, block, shared_gram, mesh=mesh
+        X, everything, everything[:1], scale, solver, stream, shared, moments=x_moments
     )
     return PLS1Decomposition(
         solver=solver,
@@ -510,12 +552,12 @@ def prepare_pls1(
         folds=tuple((tuple(train.tolist()), tuple(test.tolist())) for train, test in folds),
         designs=designs,
         full=full,
-        x_mean=x_mean,
-        x_std=x_std,
+        x_mean=x_moments.mean,
+        x_std=x_moments.std,
         design=X if solver == "dual" else None,
         dtype=dtype,
         feature_block_size=feature_block_size,
-        mesh=mesh,
+        mesh=stream.mesh,
         n_samples=n_samples,
         n_features=n_features,
         max_components=min(min(len(train) for train, _ in folds), n_features),
@@ -533,8 +575,8 @@ def pls1_cv_targets(
     """Cross-validated PLS1 for the targets ``Y`` on a prepared design.
 
     The per-target phase of :func:`pls1_cv`: one batched Krylov recursion per fold scores every
-    count of the grid, each target keeps its best count and is refitted, under ``shard_map``
-    over the decomposition's voxel mesh (no cross-device communication).
+    count of the grid, each target keeps its best count and is refitted, through the engine's
+    per-target runner over the decomposition's voxel mesh (no cross-device communication).
 
     Args:
       decomposition: from :func:`prepare_pls1`.
@@ -558,104 +600,121 @@ def pls1_cv_targets(
             "have one row per stimulus, in the same order."
         )
     _validation.check_choice(score, "score", SCORES)
-    target_batch_size = _validation.check_positive_int(
-        target_batch_size, "target_batch_size", allow_none=True
-    )
     grid = as_component_grid(n_components)
     n_components_max = _check_component_count(
         int(grid.max()),
         d.max_components,
         f"min(smallest training fold, n_features) = {d.max_components}",
     )
-    n_targets = Y.shape[1]
-    n_padded, batch = padded_voxel_count(
-        n_targets, d.mesh.size, n_targets if target_batch_size is None else target_batch_size
+    settings = _PLS1Settings(
+        folds=d.folds,
+        grid=tuple(grid.tolist()),
+        n_components=n_components_max,
+        dual=d.solver == "dual",
+        score=score,
     )
-    dual = d.solver == "dual"
-    per_target = _pls1_per_target_program(
-        d.mesh, d.folds, tuple(grid.tolist()), n_components_max, dual, score, batch
+    cv_scores, best_index, basis_coef, y_mean = run_per_target(
+        _pls1_batch,
+        _PLS1Shared(d.designs, d.full),
+        Y,
+        mesh=d.mesh,
+        dtype=d.dtype,
+        out_ndims=_PLS1_OUTPUT_NDIMS,
+        settings=settings,
+        target_batch_size=target_batch_size,
     )
-    cv_scores, best_index, basis_coef, y_mean = per_target(
-        d.designs, d.full, shard_columns(Y, d.mesh, n_padded, d.dtype)
-    )
-    if dual:
-        basis_coef = _standardised_transpose_product(
-            d.design, basis_coef, d.x_mean, d.x_std, d.dtype, d.feature_block_size, mesh=d.mesh
+    if settings.dual:
+        basis_coef = transpose_product(
+            d.design,
+            basis_coef,
+            d.x_mean,
+            std=d.x_std,
+            dtype=d.dtype,
+            block=d.feature_block_size,
+            mesh=d.mesh,
         )
-    coef = basis_coef / d.x_std.T
-    intercept = y_mean - d.x_mean[0] @ coef
-    best_index = trim_voxels(best_index, n_targets)
+    coef = basis_coef / d.x_std[:, None]
     return PLS1CVResult(
-        best_n_components=replicate(grid, d.mesh, np.int64)[best_index],
-        cv_scores=trim_voxels(cv_scores, n_targets),
-        coef=trim_voxels(coef, n_targets),
-        intercept=trim_voxels(intercept, n_targets),
-        n_components=grid,
+        grid=grid,
+        cv_scores=cv_scores,
         best_index=best_index,
+        on_edge=grid_edge(best_index, grid.size),
+        best_n_components=replicate(grid, d.mesh, np.int64)[best_index],
+        coef=coef,
+        intercept=y_mean - d.x_mean @ coef,
         solver=d.solver,
         score=score,
     )
 
 
-@functools.lru_cache(maxsize=32)
-def _pls1_per_target_program(
-    mesh: Any,
-    fold_key: tuple[tuple[tuple[int, ...], tuple[int, ...]], ...],
+# -- PLS1 per-target phase (the engine runner's batch function) ---------------------------------
+
+
+class _PLS1Shared(NamedTuple):
+    """What every PLS1 target batch reads, replicated: one ``_FoldDesign`` per fold, and the
+    design (or kernel) of all samples for the refit."""
+
+    designs: tuple[Any, ...]
+    full: Any
+
+
+class _PLS1Settings(NamedTuple):
+    """The static settings of :func:`_pls1_batch` (hashable: they key the compiled program).
+
+    folds: ((train indices), (test indices)) per fold. grid: the sorted component counts.
+    n_components: the recursion's depth, max(grid). dual: kernel path. score: "r2" or "pearson".
+    """
+
+    folds: tuple[tuple[tuple[int, ...], tuple[int, ...]], ...]
+    grid: tuple[int, ...]
+    n_components: int
+    dual: bool
+    score: str
+
+
+# Dimensions of _pls1_batch's outputs: cv_scores, best_index, basis coefficients, y_mean.
+_PLS1_OUTPUT_NDIMS = (2, 1, 2, 1)
+
+
+def _pls1_batch(
+    shared: _PLS1Shared,
+    Y: jax.Array,
+    folds: tuple[tuple[tuple[int, ...], tuple[int, ...]], ...],
     grid: tuple[int, ...],
     n_components: int,
     dual: bool,
     score: str,
-    batch: int,
-):
-    """The jitted per-target phase: each device scores, selects and refits its own targets.
+) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
+    """Score, select and refit one batch of targets (the runner's batch function).
 
-    Runs under ``shard_map`` over the voxel axis (no cross-device communication); within a
-    device, targets go through ``lax.map`` in batches of ``batch``. Returns cv_scores
-    (n_grid, V), best index (V,), coefficients in the basis space (m, V) and response means
-    (V,). Cached per (mesh, folds, grid, settings), so repeated fits reuse the compiled program.
+    Args:
+      shared: :class:`_PLS1Shared`. Y: (n_samples, b) the batch's responses.
+      folds, grid, n_components, dual, score: the fields of :class:`_PLS1Settings`.
+
+    Returns:
+      cv_scores (n_grid, b) averaged over folds, best_index (b,) into ``grid``, coefficients
+      in the basis space (m, b) (standardised features, or training samples on the dual path)
+      and response means (b,).
     """
-    folds = [(np.asarray(train), np.asarray(test)) for train, test in fold_key]
     counts = np.asarray(grid)
-
-    def one_batch(designs, full, Y):
-        fold_scores = [
-            _pls1_fold_scores(
-                design, Y[train], Y[test], jnp.asarray(counts - 1), n_components, dual, score
-            )
-            for design, (train, test) in zip(designs, folds, strict=True)
-        ]
-        mean_scores = jnp.mean(jnp.stack(fold_scores), axis=0)
-        best_index = jnp.argmax(mean_scores, axis=0)
-        basis_coef, y_mean = _pls1_refit(
-            full.train, Y, jnp.asarray(counts)[best_index], n_components, dual
+    fold_scores = [
+        _pls1_fold_scores(
+            design,
+            Y[np.asarray(train)],
+            Y[np.asarray(test)],
+            jnp.asarray(counts - 1),
+            n_components,
+            dual,
+            score,
         )
-        return mean_scores, best_index, basis_coef, y_mean
-
-    def on_device(designs, full, Y_local):
-        n_samples, n_local = Y_local.shape
-        batches = Y_local.reshape(n_samples, n_local // batch, batch).transpose(1, 0, 2)
-        scores, best, basis_coef, y_mean = jax.lax.map(
-            lambda Y: one_batch(designs, full, Y), batches
-        )
-        return (
-            scores.transpose(1, 0, 2).reshape(scores.shape[1], n_local),
-            best.reshape(n_local),
-            basis_coef.transpose(1, 0, 2).reshape(basis_coef.shape[1], n_local),
-            y_mean.reshape(n_local),
-        )
-
-    voxels = PartitionSpec(None, VOXEL_AXIS)
-    return jax.jit(
-        jax.shard_map(
-            on_device,
-            mesh=mesh,
-            in_specs=(PartitionSpec(), PartitionSpec(), voxels),
-            out_specs=(voxels, PartitionSpec(VOXEL_AXIS), voxels, PartitionSpec(VOXEL_AXIS)),
-            # The Krylov loop's zero-initialised carries are device-invariant; there are no
-            # collectives to check, so skip the varying-axis type check.
-            check_vma=False,
-        )
+        for design, (train, test) in zip(shared.designs, folds, strict=True)
+    ]
+    cv_scores = jnp.mean(jnp.stack(fold_scores), axis=0)
+    best_index = jnp.argmax(cv_scores, axis=0)
+    basis_coef, y_mean = _pls1_refit(
+        shared.full.train, Y, jnp.asarray(counts)[best_index], n_components, dual
     )
+    return cv_scores, best_index, basis_coef, y_mean
 
 
 # -- PLS2 NIPALS cores ----------------------------------------------------------------------------
@@ -864,38 +923,66 @@ def _dual_weights_and_loadings(
     return _flip(fit, signs), weights * signs, loadings * signs
 
 
-@jax.jit
-def _pls2_coefficients(
-    weights: jax.Array,
-    loadings: jax.Array,
-    fit: _PLS2Components,
-    x_mean: jax.Array,
-    x_std: jax.Array,
-    y_mean: jax.Array,
-    y_std: jax.Array,
-) -> tuple[jax.Array, jax.Array, jax.Array]:
-    """Rotations ``W (PᵀW)⁻¹``, coefficients in original units and intercepts."""
-    rotations = weights @ _inverse_unit_triangle(loadings.T @ weights, fit.active)
-    coef = (rotations @ fit.y_loadings.T) * y_std / x_std.T
-    return rotations, coef, y_mean[0] - x_mean[0] @ coef
+class _PLS2Fit(NamedTuple):
+    """A NIPALS fit in the standardised space, with the moments that standardised it.
+
+    components: :class:`_PLS2Components` (signs flipped; on the dual path ``weights`` still
+      holds the sample-space vectors ``A``). weights: (n_features, K) X weights ``W``.
+    loadings: (n_features, K) X loadings ``P``. x: moments of X, (n_features,) each.
+    y: moments of Y, (n_targets,) each.
+    """
+
+    components: _PLS2Components
+    weights: jax.Array
+    loadings: jax.Array
+    x: _Moments
+    y: _Moments
 
 
 @functools.partial(jax.jit, static_argnames=("n_components", "scale"))
 def _pls2_primal_fit(
     X: jax.Array, Y: jax.Array, n_components: int, max_iter: int, tol: float, scale: bool
-) -> tuple[_PLS2Components, jax.Array, jax.Array, jax.Array, jax.Array, jax.Array, jax.Array]:
-    """Standardise, then NIPALS on the design: components, W, P and the four moments."""
-    x_mean, x_std = _moments(X, scale)
-    y_mean, y_std = _moments(Y, scale)
-    fit, weights, loadings = _pls2_primal(
-        _standardise(X, x_mean, x_std), _standardise(Y, y_mean, y_std), n_components, max_iter, tol
+) -> _PLS2Fit:
+    """Standardise, then NIPALS on the (n_samples, n_features) design."""
+    X_standard, x_moments = _standardised(X, scale)
+    Y_standard, y_moments = _standardised(Y, scale)
+    components, weights, loadings = _pls2_primal(
+        X_standard, Y_standard, n_components, max_iter, tol
     )
-    return fit, weights, loadings, x_mean, x_std, y_mean, y_std
+    return _PLS2Fit(components, weights, loadings, x_moments, y_moments)
+
+
+def _pls2_dual_fit(
+    X: Any, Y: jax.Array, n_components: int, max_iter: int, tol: float, scale: bool, stream: _Stream
+) -> _PLS2Fit:
+    """NIPALS on the kernel of the standardised design, then ``W`` and ``P`` streamed from X."""
+    x_moments = _column_moments(X, np.arange(X.shape[0]), scale, stream)
+    Y_standard, y_moments = _standardised(Y, scale)
+    kernel = centred_gram(
+        X, mean=x_moments.mean, std=x_moments.std, progress=False, **stream._asdict()
+    ).kernel
+    components = _pls2_dual(kernel, Y_standard, n_components, max_iter, tol)
+    products = transpose_product(
+        X,
+        jnp.concatenate([components.weights, components.x_scores], axis=1),
+        x_moments.mean,
+        std=x_moments.std,
+        **stream._asdict(),
+    )
+    components, weights, loadings = _dual_weights_and_loadings(components, products)
+    return _PLS2Fit(components, weights, loadings, x_moments, y_moments)
 
 
 @jax.jit
-def _standardise(values: jax.Array, mean: jax.Array, std: jax.Array) -> jax.Array:
-    return (values - mean) / std
+def _pls2_coefficients(fit: _PLS2Fit) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """Rotations ``W (PᵀW)⁻¹`` (n_features, K), coefficients in original units
+    (n_features, n_targets) and intercepts (n_targets,)."""
+    components = fit.components
+    rotations = fit.weights @ _inverse_unit_triangle(
+        fit.loadings.T @ fit.weights, components.active
+    )
+    coef = (rotations @ components.y_loadings.T) * fit.y.std / fit.x.std[:, None]
+    return rotations, coef, fit.y.mean - fit.x.mean @ coef
 
 
 @functools.partial(jax.jit, static_argnames=("n_components", "scale", "dual"))
@@ -909,8 +996,7 @@ def _pls2_fold_predictions(
     dual: bool,
 ) -> jax.Array:
     """(K, n_test, n_targets) held-out predictions of one K-component fit, for 1..K components."""
-    y_mean, y_std = _moments(Y_train, scale)
-    Y_standard = _standardise(Y_train, y_mean, y_std)
+    Y_standard, y_moments = _standardised(Y_train, scale)
     if dual:
         fit = _pls2_dual(design.train, Y_standard, n_components, max_iter, tol)
         cross = (fit.x_scores.T @ design.train @ fit.weights) / _safe_square_norms(fit.x_scores).T
@@ -919,7 +1005,8 @@ def _pls2_fold_predictions(
         fit, weights, loadings = _pls2_primal(design.train, Y_standard, n_components, max_iter, tol)
         rotations = weights @ _inverse_unit_triangle(loadings.T @ weights, fit.active)
         test_scores = design.test @ rotations
-    return _cumulative_predictions(test_scores, fit.y_loadings * y_std.T, y_mean)
+    y_loadings = fit.y_loadings * y_moments.std[:, None]
+    return _cumulative_predictions(test_scores, y_loadings, y_moments.mean)
 
 
 def _svd_flip_signs(weights: jax.Array) -> jax.Array:
@@ -991,8 +1078,27 @@ class _Krylov(NamedTuple):
     y_mean: jax.Array
 
 
+class _KrylovState(NamedTuple):
+    """The recursion's carry after k components (b targets, m basis rows, K components).
+
+    residual: (n_samples, b) response residuals. scores: (K, n_samples, b) unit scores ``Q``.
+    basis: (K, m, b) unit weights. triangle: (K, K, b) ``R``. projections: (K, b) ``Qᵀ y``.
+    """
+
+    residual: jax.Array
+    scores: jax.Array
+    basis: jax.Array
+    triangle: jax.Array
+    projections: jax.Array
+
+
 def _pls1_recursion(train: jax.Array, Y: jax.Array, n_components: int, dual: bool) -> _Krylov:
-    """Batched NIPALS-PLS1 (one independent PLS per column of Y) as a Krylov recursion."""
+    """Batched NIPALS-PLS1 (one independent PLS per column of Y) as a Krylov recursion.
+
+    Args:
+      train: (n_samples, n_features) standardised design, or (n_samples, n_samples) centred
+        kernel when ``dual``. Y: (n_samples, b) responses. n_components: K.
+    """
     n_samples, n_targets = Y.shape
     dtype = Y.dtype
     eps = jnp.finfo(dtype).eps
@@ -1004,17 +1110,22 @@ def _pls1_recursion(train: jax.Array, Y: jax.Array, n_components: int, dual: boo
     # The kernel's own rounding (relative eps) hides directions whose squared norm is below it;
     # the design's rounding hides those below eps².
     weight_floor = _KERNEL_FLOOR * eps if dual else _VANISHING_FLOOR * eps**2
-    scores = jnp.zeros((n_components, n_samples, n_targets), dtype)
-    basis = jnp.zeros((n_components, basis_rows, n_targets), dtype)
-    triangle = jnp.zeros((n_components, n_components, n_targets), dtype)
-    projections = jnp.zeros((n_components, n_targets), dtype)
+    # zeros_like(Y) keeps Y's type under shard_map (varying over the voxel axis), as the loop
+    # carry must.
+    initial = _KrylovState(
+        residual=residual,
+        scores=jnp.zeros_like(Y, shape=(n_components, n_samples, n_targets)),
+        basis=jnp.zeros_like(Y, shape=(n_components, basis_rows, n_targets)),
+        triangle=jnp.zeros_like(Y, shape=(n_components, n_components, n_targets)),
+        projections=jnp.zeros_like(Y, shape=(n_components, n_targets)),
+    )
 
     def orthogonalise(vectors, scores):
         coefficients = jnp.einsum("knb,nb->kb", scores, vectors)
         return vectors - jnp.einsum("knb,kb->nb", scores, coefficients), coefficients
 
-    def step(k, carry):
-        residual, scores, basis, triangle, projections = carry
+    def step(k, state: _KrylovState) -> _KrylovState:
+        residual = state.residual
         residual_power = jnp.sum(residual**2, axis=0)
         if dual:
             direction = residual
@@ -1030,31 +1141,30 @@ def _pls1_recursion(train: jax.Array, Y: jax.Array, n_components: int, dual: boo
         direction = direction * inverse_norm
         raw = raw * inverse_norm if dual else train @ direction
         raw_power = jnp.sum(raw**2, axis=0)
-        orthogonal, first = orthogonalise(raw, scores)
-        orthogonal, second = orthogonalise(orthogonal, scores)
+        orthogonal, first = orthogonalise(raw, state.scores)
+        orthogonal, second = orthogonalise(orthogonal, state.scores)
         score_power = jnp.sum(orthogonal**2, axis=0)
         usable = usable & (score_power > _VANISHING_FLOOR * eps**2 * raw_power)
         score_norm = jnp.sqrt(jnp.where(usable, score_power, 1.0))
         unit_score = jnp.where(usable, orthogonal / score_norm, 0.0)
         column = jnp.where(usable, first + second, 0.0)
         column = column + jax.nn.one_hot(k, n_components, dtype=dtype)[:, None] * score_norm
-        scores = scores.at[k].set(unit_score)
+        scores = state.scores.at[k].set(unit_score)
         residual, coefficients = orthogonalise(residual, scores)
-        return (
-            residual,
-            scores,
-            basis.at[k].set(jnp.where(usable, direction, 0.0)),
-            triangle.at[:, k].set(column),
-            projections.at[k].set(coefficients[k]),
+        return _KrylovState(
+            residual=residual,
+            scores=scores,
+            basis=state.basis.at[k].set(jnp.where(usable, direction, 0.0)),
+            triangle=state.triangle.at[:, k].set(column),
+            projections=state.projections.at[k].set(coefficients[k]),
         )
 
-    carry = (residual, scores, basis, triangle, projections)
-    _, _, basis, triangle, projections = jax.lax.fori_loop(0, n_components, step, carry)
+    final = jax.lax.fori_loop(0, n_components, step, initial)
     identity = jnp.eye(n_components, dtype=dtype)
     inverse = jax.vmap(lambda upper: solve_triangular(upper, identity, lower=False))(
-        jnp.moveaxis(triangle, -1, 0)
+        jnp.moveaxis(final.triangle, -1, 0)
     )
-    return _Krylov(basis, inverse, projections, y_mean)
+    return _Krylov(final.basis, inverse, final.projections, y_mean)
 
 
 def _pls1_design_predictions(test: jax.Array, krylov: _Krylov) -> jax.Array:
@@ -1098,128 +1208,85 @@ def _pls1_refit(
     return jnp.einsum("kmb,kb->mb", krylov.basis, coefficients), krylov.y_mean
 
 
-# -- designs, kernels and moments, streaming feature blocks -------------------------------------
+# -- designs, kernels and moments ---------------------------------------------------------------
 
 
-def _column_moments(
-    X: Any, rows: np.ndarray, scale: bool, dtype: np.dtype, block: int, *, mesh: Any = None
-) -> tuple[jax.Array, jax.Array]:
-    """(1, n_columns) mean and standard deviation (ddof=1; 1 without ``scale``) over ``rows``.
+class _Moments(NamedTuple):
+    """(n_columns,) column means and standard deviations (ddof=1; ones without ``scale``)."""
+
+    mean: jax.Array
+    std: jax.Array
+
+
+class _Stream(NamedTuple):
+    """How the design is streamed through the engine's kernels: the compute dtype, features
+    per block, and the mesh the products are replicated on (``**stream._asdict()``)."""
+
+    dtype: np.dtype
+    block: int
+    mesh: Any
+
+
+def _single_device_mesh() -> Any:
+    """The voxel mesh of the first local device, for the fits that are not sharded."""
+    return voxel_mesh(jax.local_devices()[:1])
+
+
+def _design_on_mesh(X: Any, solver: str, stream: _Stream) -> Any:
+    """The design replicated on the mesh on the primal path; left as given (streamed) on the
+    dual path."""
+    return replicate(X, stream.mesh, stream.dtype) if solver == "primal" else X
+
+
+@functools.partial(jax.jit, static_argnames="scale")
+def _moments(values: jax.Array, scale: bool) -> _Moments:
+    """Column moments of (n_rows, n_columns) ``values``, as scikit-learn's PLS standardises.
 
     A column whose deviation is at rounding level (constant) gets a standard deviation of 1, as
     scikit-learn gives exactly constant columns.
     """
-    rows = jnp.asarray(rows)
-    means, stds = [], []
-    for start in range(0, X.shape[1], block):
-        X_block = _feature_block(X, start, block, dtype, mesh)
-        mean, std = _block_moments(X_block, rows, scale)
-        means.append(mean)
-        stds.append(std)
-    return jnp.concatenate(means, axis=1), jnp.concatenate(stds, axis=1)
+    mean = jnp.mean(values, axis=0)
+    if not scale:
+        return _Moments(mean, jnp.ones_like(mean))
+    n_rows = values.shape[0]
+    std = jnp.sqrt(jnp.sum((values - mean) ** 2, axis=0) / max(n_rows - 1, 1))
+    eps = jnp.finfo(values.dtype).eps
+    constant = std <= 10 * np.sqrt(n_rows) * eps * jnp.max(jnp.abs(values), axis=0)
+    return _Moments(mean, jnp.where(constant, 1.0, std))
 
 
 @functools.partial(jax.jit, static_argnames="scale")
-def _block_moments(X_block: jax.Array, rows: jax.Array, scale: bool) -> tuple[jax.Array, jax.Array]:
+def _standardised(values: jax.Array, scale: bool) -> tuple[jax.Array, _Moments]:
+    """``(values - mean) / std`` on the columns' own :func:`_moments`, and those moments."""
+    moments = _moments(values, scale)
+    return (values - moments.mean) / moments.std, moments
+
+
+@functools.partial(jax.jit, static_argnames="scale")
+def _block_moments(X_block: jax.Array, rows: jax.Array, scale: bool) -> _Moments:
     return _moments(X_block[rows], scale)
 
 
-@functools.partial(jax.jit, static_argnames="scale")
-def _moments(values: jax.Array, scale: bool) -> tuple[jax.Array, jax.Array]:
-    """(1, n_columns) column means and standard deviations (ddof=1; ones without ``scale``)."""
-    mean = jnp.mean(values, axis=0, keepdims=True)
-    if not scale:
-        return mean, jnp.ones_like(mean)
-    n_rows = values.shape[0]
-    std = jnp.sqrt(jnp.sum((values - mean) ** 2, axis=0, keepdims=True) / max(n_rows - 1, 1))
-    eps = jnp.finfo(values.dtype).eps
-    constant = std <= 10 * np.sqrt(n_rows) * eps * jnp.max(jnp.abs(values), axis=0, keepdims=True)
-    return mean, jnp.where(constant, 1.0, std)
+def _column_moments(X: Any, rows: np.ndarray, scale: bool, stream: _Stream) -> _Moments:
+    """:func:`_moments` of X's ``rows``, streaming feature blocks: (n_features,) each."""
+    rows = jnp.asarray(rows)
+    blocks = [
+        _block_moments(
+            feature_block(X, start, stream.block, stream.dtype, stream.mesh), rows, scale
+        )
+        for start in range(0, X.shape[1], stream.block)
+    ]
+    return _Moments(*(jnp.concatenate(parts) for parts in zip(*blocks, strict=True)))
 
 
-def _standardised_gram(
-    X: Any,
-    mean: jax.Array,
-    std: jax.Array,
-    dtype: np.dtype,
-    block: int,
-    *,
-    mesh: Any = None,
-    progress: bool | None = False,
-) -> jax.Array:
-    """(n_samples, n_samples) kernel of ``(X - mean) / std``, streaming feature blocks."""
-    n_samples = X.shape[0]
-    zeros = np.zeros((n_samples, n_samples))
-    gram = jnp.asarray(zeros, dtype=dtype) if mesh is None else replicate(zeros, mesh, dtype)
-    starts = range(0, X.shape[1], block)
-    show = progress if progress is not None else len(starts) > 8
-    for start in tqdm(starts, desc="kernel feature blocks", disable=not show):
-        X_block = _feature_block(X, start, block, dtype, mesh)
-        stop = start + X_block.shape[1]
-        gram = _accumulate_gram(gram, X_block, mean[:, start:stop], std[:, start:stop])
-    return gram
-
-
-@functools.partial(jax.jit, donate_argnums=0)
-def _accumulate_gram(
-    gram: jax.Array, X_block: jax.Array, mean_block: jax.Array, std_block: jax.Array
-) -> jax.Array:
-    standard = (X_block - mean_block) / std_block
-    return gram + standard @ standard.T
-
-
-def _standardised_transpose_product(
-    X: Any,
-    M: jax.Array,
-    mean: jax.Array,
-    std: jax.Array,
-    dtype: np.dtype,
-    block: int,
-    *,
-    mesh: Any = None,
-) -> jax.Array:
-    """(n_features, m) ``((X - mean) / std)ᵀ M`` for M (n_samples, m), streaming feature blocks.
-
-    With ``M`` sharded over the voxel mesh, each device computes its own columns.
-    """
-    blocks = []
-    for start in range(0, X.shape[1], block):
-        X_block = _feature_block(X, start, block, dtype, mesh)
-        stop = start + X_block.shape[1]
-        blocks.append(_transpose_product(X_block, M, mean[:, start:stop], std[:, start:stop]))
-    return jnp.concatenate(blocks)
-
-
-@jax.jit
-def _transpose_product(
-    X_block: jax.Array, M: jax.Array, mean_block: jax.Array, std_block: jax.Array
-) -> jax.Array:
-    return ((X_block - mean_block) / std_block).T @ M
-
-
-def _shared_gram(
-    X: Any,
-    solver: str,
-    scale: bool,
-    dtype: np.dtype,
-    block: int,
-    *,
-    mesh: Any = None,
-    progress: bool | None = False,
-) -> jax.Array | None:
-    """The kernel every fold re-centres (dual path without scaling), or None."""
+def _shared_kernel(
+    X: Any, solver: str, scale: bool, stream: _Stream, *, progress: bool | None
+) -> CentredGram | None:
+    """The kernel centred on all samples, which every fold re-centres (dual path without
+    scaling: a fold's kernel then needs no pass over the design), or None."""
     if solver != "dual" or scale:
         return None
-    mean, std = _column_moments(X, np.arange(X.shape[0]), False, dtype, block, mesh=mesh)
-    return _standardised_gram(X, mean, std, dtype, block, mesh=mesh, progress=progress)
-
-
-def _feature_block(X: Any, start: int, block: int, dtype: np.dtype, mesh: Any) -> jax.Array:
-    """Columns ``start:start + block`` of X on the device (replicated over ``mesh`` if given)."""
-    columns = X[:, start : start + block]
-    if mesh is None:
-        return jnp.asarray(columns, dtype=dtype)
-    return replicate(columns, mesh, dtype)
+    return centred_gram(X, progress=progress, **stream._asdict())
 
 
 def _fold_design(
@@ -1228,44 +1295,39 @@ def _fold_design(
     test: np.ndarray,
     scale: bool,
     solver: str,
-    dtype: np.dtype,
-    block: int,
-    shared_gram: jax.Array | None,
+    stream: _Stream,
+    shared: CentredGram | None,
     *,
-    mesh: Any = None,
+    moments: _Moments | None = None,
 ) -> _FoldDesign:
-    """Designs of one fold, centred (and scaled) on its training samples (replicated over
-    ``mesh`` when given)."""
+    """Designs of one fold, centred (and scaled) on its training samples.
+
+    Args:
+      X: (n_samples, n_features) design, replicated on the mesh on the primal path.
+      train, test: the fold's sample indices. scale, solver: as :func:`pls1_cv`.
+      stream: how the design is streamed. shared: :func:`_shared_kernel`'s kernel, or None.
+      moments: the training samples' moments when already known (dual path with scaling).
+
+    Returns:
+      Primal: the standardised (n_train, n_features) and (n_test, n_features) designs. Dual:
+      the (n_train, n_train) and (n_test, n_train) kernels centred on the training mean.
+    """
     if solver == "primal":
-        X_device = jnp.asarray(X, dtype=dtype) if mesh is None else replicate(X, mesh, dtype)
-        return _primal_design(X_device, jnp.asarray(train), jnp.asarray(test), scale)
-    gram = shared_gram
-    if gram is None:
-        mean, std = _column_moments(X, train, scale, dtype, block, mesh=mesh)
-        gram = _standardised_gram(X, mean, std, dtype, block, mesh=mesh)
-    return _recentred_kernels(gram, jnp.asarray(train), jnp.asarray(test))
+        return _primal_design(X, jnp.asarray(train), jnp.asarray(test), scale)
+    if shared is None:
+        moments = _column_moments(X, train, scale, stream) if moments is None else moments
+        gram = centred_gram(
+            X, mean=moments.mean, std=moments.std, progress=False, **stream._asdict()
+        )
+    else:
+        gram = shared
+    return _FoldDesign(*recentre(gram.kernel, jnp.asarray(train), jnp.asarray(test)))
 
 
 @functools.partial(jax.jit, static_argnames="scale")
 def _primal_design(X: jax.Array, train: jax.Array, test: jax.Array, scale: bool) -> _FoldDesign:
-    mean, std = _moments(X[train], scale)
-    return _FoldDesign(_standardise(X[train], mean, std), _standardise(X[test], mean, std))
-
-
-@jax.jit
-def _recentred_kernels(gram: jax.Array, train: jax.Array, test: jax.Array) -> _FoldDesign:
-    """Training and test kernels centred on the training mean m, from kernel entries only.
-
-    (x_i - m)·(x_j - m) = k_ij - x_i·m - x_j·m + m·m, with x_i·m = mean over training j of k_ij.
-    """
-    kernel = gram[train][:, train]
-    test_kernel = gram[test][:, train]
-    train_dot_mean = jnp.mean(kernel, axis=1)
-    mean_dot_mean = jnp.mean(train_dot_mean)
-    kernel = kernel - train_dot_mean[:, None] - train_dot_mean[None, :] + mean_dot_mean
-    test_dot_mean = jnp.mean(test_kernel, axis=1)
-    test_kernel = test_kernel - test_dot_mean[:, None] - train_dot_mean[None, :] + mean_dot_mean
-    return _FoldDesign(kernel, test_kernel)
+    standard_train, moments = _standardised(X[train], scale)
+    return _FoldDesign(standard_train, (X[test] - moments.mean) / moments.std)
 
 
 # -- checks and warnings ------------------------------------------------------------------------
