@@ -2,10 +2,12 @@
 
 import numpy as np
 import pytest
-from sklearn.metrics import r2_score
+from sklearn.linear_model import Ridge
+from sklearn.metrics import mean_squared_error, r2_score
 from sklearn.model_selection import KFold, LeaveOneGroupOut
 
-from v4jax import make_folds, pearson_columns, r2_columns
+from v4jax import make_folds, pearson_columns, r2_columns, ridge_cv
+from v4jax.metrics import SCORES, neg_mean_squared_error_columns, score_columns
 
 
 @pytest.mark.parametrize("n_samples,n_folds", [(10, 3), (1750, 5), (23, 7)])
@@ -62,3 +64,36 @@ def test_constant_columns_score_zero():
     pearson = np.asarray(pearson_columns(truth, prediction))
     np.testing.assert_array_equal(pearson[1:], 0.0)
     assert np.isfinite(pearson).all()
+
+
+def test_neg_mean_squared_error_equals_sklearn_over_batched_predictions():
+    rng = np.random.default_rng(2)
+    truth = rng.standard_normal((30, 6))
+    predictions = truth + rng.standard_normal((4, 30, 6))
+    scores = np.asarray(neg_mean_squared_error_columns(truth, predictions))
+    assert scores.shape == (4, 6)
+    np.testing.assert_array_equal(
+        np.asarray(score_columns(truth, predictions, "neg_mean_squared_error")), scores
+    )
+    assert "neg_mean_squared_error" in SCORES
+    for index in range(4):
+        expected = -mean_squared_error(truth, predictions[index], multioutput="raw_values")
+        np.testing.assert_allclose(scores[index], expected, rtol=1e-12)
+
+
+def test_ridge_cv_neg_mean_squared_error_picks_the_alphas_of_a_sklearn_loop():
+    rng = np.random.default_rng(3)
+    X = rng.standard_normal((50, 30))
+    noise = np.array([0.1, 1.0, 5.0, 20.0])
+    Y = X @ rng.standard_normal((30, 4)) + rng.standard_normal((50, 4)) * noise
+    alphas = np.logspace(-3, 4, 15)
+    result = ridge_cv(X, Y, alphas, cv=5, score="neg_mean_squared_error")
+    brute = np.zeros((alphas.size, 4))
+    for index, alpha in enumerate(alphas):
+        for train, test in KFold(5).split(X):
+            model = Ridge(alpha=alpha).fit(X[train], Y[train])
+            errors = mean_squared_error(Y[test], model.predict(X[test]), multioutput="raw_values")
+            brute[index] -= errors / 5
+    np.testing.assert_allclose(np.asarray(result.cv_scores), brute, rtol=1e-8)
+    np.testing.assert_array_equal(result.best_alphas, alphas[np.argmax(brute, axis=0)])
+    assert len(set(np.asarray(result.best_alphas).tolist())) > 1

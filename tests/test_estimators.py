@@ -1,19 +1,39 @@
 """RidgeCV and BandedRidgeCV: scikit-learn's contract and agreement with the pure solvers."""
 
+import jax
 import numpy as np
 import pytest
+import scipy.sparse
 from sklearn.base import clone
 from sklearn.linear_model import Ridge
+from sklearn.linear_model import RidgeCV as SklearnRidgeCV
+from sklearn.model_selection import KFold
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
-from v4jax import BandedRidgeCV, RidgeCV, banded_ridge_cv, ridge_cv
+from v4jax import BandedRidgeCV, PLSRegression, RidgeCV, banded_ridge_cv, pls1_cv, ridge_cv
 
 ALPHAS = np.logspace(-2, 4, 7)
 
+# RidgeCV.fit takes sample_weight (so that scikit-learn's tools see the parameter) but refuses
+# anything but None until weights are supported; these checks fit with weights.
+SAMPLE_WEIGHT_CHECKS = (
+    "check_sample_weights_pandas_series",
+    "check_sample_weights_not_an_array",
+    "check_sample_weights_list",
+    "check_all_zero_sample_weights_error",
+    "check_sample_weights_shape",
+    "check_sample_weights_not_overwritten",
+    "check_sample_weight_equivalence_on_dense_data",
+)
 
-@parametrize_with_checks([RidgeCV()])
+
+def _sample_weight_not_supported(estimator):
+    return dict.fromkeys(SAMPLE_WEIGHT_CHECKS, "sample_weight is not supported yet")
+
+
+@parametrize_with_checks([RidgeCV()], expected_failed_checks=_sample_weight_not_supported)
 def test_sklearn_estimator_contract(estimator, check):
     check(estimator)
 
@@ -75,3 +95,96 @@ def test_banded_estimator_equals_pure_function(bands):
     np.testing.assert_allclose(model.predict(X), np.asarray(result.predict(X)), rtol=1e-9)
     with pytest.raises(ValueError, match="sum to 39"):
         BandedRidgeCV(bands=[10, 29]).fit(X, Y)
+
+
+def make_ridge_problem(n_targets, seed=4):
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((60, 20)) * rng.uniform(0.5, 3, 20) + 1
+    noise = rng.uniform(0.5, 4, n_targets)
+    Y = X @ rng.standard_normal((20, n_targets)) + rng.standard_normal((60, n_targets)) * noise
+    return X, Y
+
+
+@pytest.mark.parametrize("scoring", ["r2", "neg_mean_squared_error"])
+@pytest.mark.parametrize("y_shape", ["1-D", "one column"])
+def test_single_target_equals_sklearn_ridgecv(scoring, y_shape):
+    X, Y = make_ridge_problem(1)
+    y = Y[:, 0] if y_shape == "1-D" else Y
+    model = RidgeCV(alphas=ALPHAS, cv=5, scoring=scoring).fit(X, y)
+    reference = SklearnRidgeCV(alphas=ALPHAS, cv=KFold(5), scoring=scoring).fit(X, y)
+    assert model.alpha_ == reference.alpha_
+    assert np.ndim(model.alpha_) == 0
+    np.testing.assert_allclose(np.ravel(model.best_score_), reference.best_score_, rtol=1e-8)
+    assert model.coef_.shape == reference.coef_.shape == (20,)
+    assert np.shape(model.intercept_) == np.shape(reference.intercept_)
+    np.testing.assert_allclose(model.coef_, reference.coef_, rtol=1e-8)
+    np.testing.assert_allclose(model.intercept_, reference.intercept_, rtol=1e-8)
+    assert model.predict(X).shape == reference.predict(X).shape
+    np.testing.assert_allclose(model.predict(X), reference.predict(X), rtol=1e-8)
+
+
+def test_best_score_per_target_equals_sklearn_ridgecv_per_column():
+    X, Y = make_ridge_problem(3)
+    model = RidgeCV(alphas=ALPHAS, cv=5, scoring="neg_mean_squared_error").fit(X, Y)
+    assert model.alpha_.shape == model.best_score_.shape == (3,)
+    np.testing.assert_array_equal(model.alpha_, model.best_alphas_)
+    columns = np.arange(3)
+    np.testing.assert_array_equal(
+        model.best_score_, model.cv_scores_[np.searchsorted(ALPHAS, model.alpha_), columns]
+    )
+    for j in columns:
+        reference = SklearnRidgeCV(ALPHAS, cv=KFold(5), scoring="neg_mean_squared_error")
+        reference.fit(X, Y[:, j])
+        assert model.alpha_[j] == reference.alpha_
+        np.testing.assert_allclose(model.best_score_[j], reference.best_score_, rtol=1e-8)
+        np.testing.assert_allclose(model.coef_[j], reference.coef_, rtol=1e-8)
+
+
+def test_sample_weight_is_refused_not_ignored():
+    X, Y = make_ridge_problem(2)
+    model = RidgeCV(alphas=ALPHAS).fit(X, Y, sample_weight=None)
+    assert model.coef_.shape == (2, 20)
+    with pytest.raises(ValueError, match="sample_weight is not supported yet"):
+        RidgeCV(alphas=ALPHAS).fit(X, Y, sample_weight=np.ones(len(X)))
+
+
+def test_alphas_must_be_numbers_as_in_sklearn():
+    X, Y = make_ridge_problem(1)
+    alphas = (1, 1.0, "1")
+    with pytest.raises(TypeError, match=r"alphas\[2\]"):
+        SklearnRidgeCV(alphas=alphas, cv=3).fit(X, Y)
+    with pytest.raises(TypeError, match=r"alphas\[2\] is '1' \(str\)"):
+        RidgeCV(alphas=alphas, cv=3).fit(X, Y)
+    with pytest.raises(TypeError, match=r"alphas\[2\] is '1' \(str\)"):
+        ridge_cv(X, Y, alphas, cv=3)
+
+
+def test_integer_inputs_compute_in_the_same_dtype_as_the_solver():
+    """One rule for both: float64 only with x64 on and a float64 input; integers -> float32."""
+    assert jax.config.jax_enable_x64
+    X, Y = make_ridge_problem(2)
+    X_int, Y_int = np.round(X * 10).astype(np.int64), np.round(Y * 10).astype(np.int32)
+    model = RidgeCV(alphas=ALPHAS, cv=3).fit(X_int, Y_int)
+    result = ridge_cv(X_int, Y_int, ALPHAS, cv=3)
+    assert model.coef_.dtype == np.asarray(result.coef).dtype == np.float32
+    np.testing.assert_array_equal(model.coef_, np.asarray(result.coef).T)
+    np.testing.assert_array_equal(model.alpha_, result.best_alphas)
+    mixed = RidgeCV(alphas=ALPHAS, cv=3).fit(X_int, Y)
+    assert mixed.coef_.dtype == np.asarray(ridge_cv(X_int, Y, ALPHAS, cv=3).coef).dtype
+    assert mixed.coef_.dtype == np.float64
+
+
+def test_sparse_input_is_refused_with_how_to_convert():
+    X, Y = make_ridge_problem(2)
+    sparse = scipy.sparse.csr_matrix(X)
+    for solve in (
+        lambda: ridge_cv(sparse, Y, ALPHAS),
+        lambda: pls1_cv(sparse, Y, [1, 2]),
+    ):
+        with pytest.raises(ValueError, match=r"sparse input is not supported.*X\.toarray\(\)"):
+            solve()
+    # The estimators refuse it in scikit-learn's validation, with scikit-learn's own TypeError
+    # (as scikit-learn's dense-only estimators, PLSRegression among them).
+    for estimator in (RidgeCV(alphas=ALPHAS), PLSRegression()):
+        with pytest.raises(TypeError, match=r"dense data is required.*toarray"):
+            estimator.fit(sparse, Y)

@@ -6,12 +6,14 @@ names the argument, what was wrong and what to do about it.
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Sequence
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import scipy.sparse
 
 
 def compute_dtype(*arrays: Any) -> np.dtype:
@@ -88,9 +90,18 @@ def as_2d_float(
     Returns:
       The array as numpy or JAX (as given; lists become numpy), 2-D, real-valued. Integer and
       float16 inputs are returned unchanged: the engines cast them to their compute dtype.
+
+    Raises:
+      TypeError for None, strings and non-numeric dtypes; ValueError for scipy sparse matrices
+      (dense input only), wrong shapes, empty arrays and (with ``check_finite``) NaN or inf.
     """
     if isinstance(array, (str, bytes)) or array is None:
         raise TypeError(f"{name} must be an array of numbers, got {type(array).__name__}.")
+    if scipy.sparse.issparse(array):
+        raise ValueError(
+            f"{name} is a scipy sparse {type(array).__name__}; sparse input is not supported. "
+            f"Convert it to a dense array first with {name}.toarray()."
+        )
     if not isinstance(array, (np.ndarray, jax.Array)) and not hasattr(array, "__array__"):
         try:
             array = np.asarray(array)
@@ -141,18 +152,28 @@ def check_same_samples(X: Any, Y: Any, names: Sequence[str] = ("X", "Y")) -> Non
 
 
 def check_alphas(alphas: Any) -> np.ndarray:
-    """Validate a regularisation grid: a non-empty 1-D array of finite positive numbers."""
+    """Validate a regularisation grid: a non-empty 1-D array of finite positive numbers.
+
+    Every element must be a real number (as scikit-learn's ``RidgeCV`` checks): numeric strings
+    such as ``"1"`` are refused with a ``TypeError``, not converted.
+    """
+    example = "for example alphas=np.logspace(-2, 6, 17)."
+    if isinstance(alphas, (str, bytes)):
+        raise TypeError(f"alphas must be numbers, got {alphas!r}; {example}")
     try:
-        values = np.atleast_1d(np.asarray(alphas, dtype=np.float64))
+        items = np.asarray(alphas, dtype=object)
     except (ValueError, TypeError) as error:
-        raise TypeError(
-            f"alphas must be numbers, got {alphas!r} ({error}); for example "
-            "alphas=np.logspace(-2, 6, 17)."
-        ) from None
+        raise TypeError(f"alphas must be numbers, got {alphas!r} ({error}); {example}") from None
+    for index, alpha in enumerate(items.ravel()):
+        if isinstance(alpha, (bool, np.bool_)) or not isinstance(alpha, numbers.Real):
+            raise TypeError(
+                f"alphas must be numbers, but alphas[{index}] is {alpha!r} "
+                f"({type(alpha).__name__}); {example}"
+            )
+    values = np.atleast_1d(items.astype(np.float64))
     if values.ndim != 1 or values.size == 0:
         raise ValueError(
-            f"alphas must be a non-empty 1-D grid, got shape {values.shape}; for example "
-            "alphas=np.logspace(-2, 6, 17)."
+            f"alphas must be a non-empty 1-D grid, got shape {values.shape}; {example}"
         )
     if not np.all(np.isfinite(values)) or np.any(values <= 0):
         raise ValueError(

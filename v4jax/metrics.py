@@ -24,7 +24,7 @@ from v4jax._validation import (
     compute_dtype,
 )
 
-SCORES = ("r2", "pearson")
+SCORES = ("r2", "pearson", "neg_mean_squared_error")
 
 
 def r2_columns(y_true: ArrayLike, y_pred: ArrayLike) -> jax.Array:
@@ -73,6 +73,24 @@ def pearson_columns(y_true: ArrayLike, y_pred: ArrayLike) -> jax.Array:
     return jnp.where(defined, covariance / denominator, 0.0)
 
 
+def neg_mean_squared_error_columns(y_true: ArrayLike, y_pred: ArrayLike) -> jax.Array:
+    """Negated mean squared error per target, as scikit-learn's ``neg_mean_squared_error``.
+
+    Args:
+      y_true: (..., n_samples, n_targets).
+      y_pred: (..., n_samples, n_targets), broadcastable against ``y_true``.
+
+    Returns:
+      (..., n_targets): ``-mean((y_true - y_pred) ** 2)`` over the samples (higher is better,
+      so that it selects hyperparameters by its maximum like the other scores).
+
+    Raises:
+      As :func:`r2_columns`.
+    """
+    y_true, y_pred = _score_pair(y_true, y_pred)
+    return -jnp.mean((y_true - y_pred) ** 2, axis=-2)
+
+
 def _score_pair(y_true: ArrayLike, y_pred: ArrayLike) -> tuple[jax.Array, jax.Array]:
     """Check truth and prediction of the scores; shapes and dtypes also under ``jax.jit``.
 
@@ -108,11 +126,15 @@ def _score_pair(y_true: ArrayLike, y_pred: ArrayLike) -> tuple[jax.Array, jax.Ar
 
 
 def score_columns(y_true: ArrayLike, y_pred: ArrayLike, score: str) -> jax.Array:
-    """Dispatch to :func:`r2_columns` (``"r2"``) or :func:`pearson_columns` (``"pearson"``)."""
+    """The per-target score named ``score`` (one of :data:`SCORES`): :func:`r2_columns`
+    (``"r2"``), :func:`pearson_columns` (``"pearson"``) or
+    :func:`neg_mean_squared_error_columns` (``"neg_mean_squared_error"``)."""
     if score == "r2":
         return r2_columns(y_true, y_pred)
     if score == "pearson":
         return pearson_columns(y_true, y_pred)
+    if score == "neg_mean_squared_error":
+        return neg_mean_squared_error_columns(y_true, y_pred)
     raise ValueError(f"score={score!r} is not supported; choose one of {list(SCORES)}.")
 
 

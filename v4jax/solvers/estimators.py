@@ -2,7 +2,14 @@
 
 Each estimator validates its input once (scikit-learn's ``validate_data`` for the estimator
 contract), calls the solver, and stores numpy arrays as fitted attributes, with scikit-learn's
-layout: ``coef_`` is (n_targets, n_features), or (n_features,) when ``y`` was 1-D.
+layout: ``coef_`` is (n_targets, n_features), or (n_features,) when ``y`` was 1-D (for
+``PLSRegression``, as scikit-learn's, (1, n_features)).
+``RidgeCV`` and ``PLSRegression`` are drop-in replacements for scikit-learn's classes of the
+same names; ``docs/sklearn-differences.md`` lists where they deliberately differ.
+
+Compute dtype, the same rule as the solvers': float32 and float64 inputs keep their dtype, other
+numbers (integers, bools, float16) become float32, and the solvers compute in float64 only when
+JAX's x64 mode is on and an input is float64.
 """
 
 from __future__ import annotations
@@ -12,12 +19,21 @@ import warnings
 from typing import Any
 
 import numpy as np
-from sklearn.base import BaseEstimator, RegressorMixin
-from sklearn.utils.validation import check_is_fitted, validate_data
+import scipy.linalg
+from sklearn.base import (
+    BaseEstimator,
+    ClassNamePrefixFeaturesOutMixin,
+    MultiOutputMixin,
+    RegressorMixin,
+    TransformerMixin,
+)
+from sklearn.utils import check_array
+from sklearn.utils.validation import FLOAT_DTYPES, check_is_fitted, validate_data
 
 from v4jax._validation import check_positive_int as _check_positive_int
 from v4jax.solvers.banded import DEFAULT_CONCENTRATION, banded_ridge_cv
 from v4jax.solvers.engine.folds import make_folds
+from v4jax.solvers.engine.result import best_scores
 from v4jax.solvers.pls import DEFAULT_TARGET_BATCH as DEFAULT_PLS_TARGET_BATCH
 from v4jax.solvers.pls import as_component_grid, pls1_cv, pls2_fit
 from v4jax.solvers.ridge import DEFAULT_TARGET_BATCH, ridge_cv
@@ -49,10 +65,27 @@ class _LinearPredictorMixin:
         return tags
 
 
-def _validate_fit_data(estimator: BaseEstimator, X: Any, y: Any) -> tuple[np.ndarray, np.ndarray]:
-    return validate_data(
-        estimator, X, y, multi_output=True, y_numeric=True, dtype=[np.float64, np.float32]
-    )
+def _validate_fit_data(
+    estimator: BaseEstimator, X: Any, y: Any, **options: Any
+) -> tuple[np.ndarray, np.ndarray]:
+    """scikit-learn's checks of (X, y), then each array in the dtype the solvers compute in."""
+    if y is None:
+        raise ValueError(
+            f"This {type(estimator).__name__} estimator requires y to be passed, but the target "
+            "y is None."
+        )
+    X, y = validate_data(estimator, X, y, multi_output=True, y_numeric=True, dtype=None, **options)
+    return _as_solver_float(X, "X"), _as_solver_float(y, "y")
+
+
+def _as_solver_float(array: np.ndarray, name: str) -> np.ndarray:
+    """float32 and float64 kept; other numbers become float32, the solvers' default (as the
+    solvers treat them); strings and objects are converted to float64 as scikit-learn does."""
+    if array.dtype in (np.float32, np.float64):
+        return array
+    if array.dtype.kind in "biuf":
+        return array.astype(np.float32)
+    return check_array(array, dtype=np.float64, ensure_2d=False, input_name=name)
 
 
 def _store_coefficients(
@@ -69,19 +102,25 @@ def _store_coefficients(
 class RidgeCV(_LinearPredictorMixin, RegressorMixin, BaseEstimator):
     """Ridge regression with a cross-validated alpha per target (all targets at once).
 
+    A drop-in for scikit-learn's ``RidgeCV`` with ``alpha_per_target=True`` (the differences are
+    listed in ``docs/sklearn-differences.md``).
+
     Parameters:
-      alphas: regularisation grid (positive).
+      alphas: regularisation grid (finite, strictly positive real numbers).
       cv: int (contiguous folds, no shuffling), scikit-learn splitter, or list of (train, test).
       fit_intercept: centre X and y on each training set.
-      scoring: "r2" or "pearson", the held-out score that selects alpha (``score=`` of
-        :func:`v4jax.ridge_cv`; named ``scoring`` here, as in scikit-learn, because ``score`` is
-        the estimator's method).
+      scoring: "r2", "pearson" or "neg_mean_squared_error", the held-out score (averaged over
+        folds) that selects alpha, the largest wins (``score=`` of :func:`v4jax.ridge_cv`).
       solver: "auto", "primal" or "dual" (see :func:`v4jax.ridge_cv`).
       target_batch_size: targets per batch (bounds memory).
 
-    Fitted attributes:
-      best_alphas_: (n_targets,) or scalar for 1-D y. cv_scores_: (n_alphas, n_targets).
-      coef_: (n_targets, n_features) or (n_features,). intercept_: (n_targets,) or scalar.
+    Fitted attributes (shapes for 1-D y / (n, 1) y / (n, n_targets) y):
+      alpha_: each target's alpha, as scikit-learn: scalar / scalar / (n_targets,).
+      best_alphas_: the same values: scalar / (1,) / (n_targets,).
+      best_score_: the chosen alpha's held-out score: scalar / (1,) / (n_targets,).
+      cv_scores_: (n_alphas, n_targets) held-out score of every alpha.
+      coef_: (n_features,) / (n_features,) / (n_targets, n_features).
+      intercept_: scalar / (1,) / (n_targets,).
       alpha_on_edge_: (n_targets,) bool, best alpha at the grid's edge.
 
     Example:
@@ -92,21 +131,30 @@ class RidgeCV(_LinearPredictorMixin, RegressorMixin, BaseEstimator):
     def __init__(
         self,
         alphas: Any = DEFAULT_ALPHAS,
-        cv: Any = 5,
+        *,
         fit_intercept: bool = True,
         scoring: str = "r2",
+        cv: Any = 5,
         solver: str = "auto",
         target_batch_size: int | None = DEFAULT_TARGET_BATCH,
     ) -> None:
         self.alphas = alphas
-        self.cv = cv
         self.fit_intercept = fit_intercept
         self.scoring = scoring
+        self.cv = cv
         self.solver = solver
         self.target_batch_size = target_batch_size
 
-    def fit(self, X: Any, y: Any) -> RidgeCV:
-        """Fit on X (n_samples, n_features) and y (n_samples,) or (n_samples, n_targets)."""
+    def fit(self, X: Any, y: Any, sample_weight: Any = None) -> RidgeCV:
+        """Fit on X (n_samples, n_features) and y (n_samples,) or (n_samples, n_targets).
+
+        ``sample_weight`` is not supported yet: anything but None raises a ``ValueError``.
+        """
+        if sample_weight is not None:
+            raise ValueError(
+                "sample_weight is not supported yet by v4jax.RidgeCV; fit without weights, or "
+                "use sklearn.linear_model.RidgeCV for weighted samples."
+            )
         X, y = _validate_fit_data(self, X, y)
         result = ridge_cv(
             X,
@@ -122,7 +170,14 @@ class RidgeCV(_LinearPredictorMixin, RegressorMixin, BaseEstimator):
         y_is_vector = y.ndim == 1
         _store_coefficients(self, result.coef, result.intercept, y_is_vector)
         best = np.asarray(result.best_alphas)
+        scores = np.asarray(best_scores(result))
         self.best_alphas_ = best[0] if y_is_vector else best
+        self.best_score_ = scores[0] if y_is_vector else scores
+        if best.size == 1:
+            self.coef_ = self.coef_.reshape(-1)
+            self.alpha_ = best[0]
+        else:
+            self.alpha_ = best
         self.cv_scores_ = np.asarray(result.cv_scores)
         self.alpha_on_edge_ = np.asarray(result.on_edge)
         return self
@@ -141,7 +196,8 @@ class BandedRidgeCV(_LinearPredictorMixin, RegressorMixin, BaseEstimator):
       alphas: grid of the overall penalty (positive).
       cv: int (contiguous folds, no shuffling), scikit-learn splitter, or list of (train, test).
       fit_intercept: centre X and y on each training set.
-      scoring: "r2" or "pearson", the held-out score that selects (band weights, alpha).
+      scoring: "r2", "pearson" or "neg_mean_squared_error", the held-out score that selects
+        (band weights, alpha).
       ratios, n_iter, band_weights, concentration, seed: the candidate band weights, as
         :func:`v4jax.banded_ridge_cv` (default: its ratio grid).
       target_batch_size: targets per batch (bounds memory).
@@ -257,59 +313,73 @@ def _cap_components(requested: int, limit: int, description: str) -> int:
     return requested
 
 
-class PLSRegression(_LinearPredictorMixin, RegressorMixin, BaseEstimator):
-    """Multi-target PLS regression (PLS2), equal to scikit-learn's ``PLSRegression``.
+class PLSRegression(
+    ClassNamePrefixFeaturesOutMixin,
+    TransformerMixin,
+    RegressorMixin,
+    MultiOutputMixin,
+    BaseEstimator,
+):
+    """Multi-target PLS regression (PLS2), a drop-in for scikit-learn's ``PLSRegression``.
 
-    Same NIPALS algorithm, sign convention and attributes as scikit-learn, jitted in JAX (on the
-    GPU when there is one), with a kernel (n_samples x n_samples) form when there are more
-    features than samples. Brain-Score's neural-predictivity mapping is
-    ``PLSRegression(n_components=25, scale=False)``, this class's default.
+    Same NIPALS algorithm, sign convention, methods and fitted attributes as scikit-learn,
+    jitted in JAX (on the GPU when there is one), with a kernel (n_samples x n_samples) form
+    when there are more features than samples. The defaults are scikit-learn's
+    (``n_components=2, scale=True``); Brain-Score's neural-predictivity mapping is
+    ``PLSRegression(n_components=25, scale=False)``. The differences from scikit-learn (compute
+    dtype, ``solver``, ``copy=False`` in ``fit``) are listed in ``docs/sklearn-differences.md``.
 
     Parameters:
-      n_components: number of components. When it exceeds min(n_samples, n_features) of the
-        training data, it is capped there with a ``UserWarning`` (``n_components_`` holds the
-        count used); scikit-learn raises instead.
+      n_components: number of components, 1 <= n_components <= min(n_samples, n_features) of
+        the training data (``fit`` raises a ``ValueError`` above that, as scikit-learn).
       scale: standardise X and y columns (ddof=1).
       max_iter, tol: power-method limits, as scikit-learn.
+      copy: in ``predict`` and ``transform`` (their default), False centres and scales a float
+        X in place, as scikit-learn; ``fit`` never modifies X or y (it works on device copies).
       solver: "auto", "primal" or "dual" (see :func:`v4jax.pls2_fit`).
 
     Fitted attributes (scikit-learn's names and layouts):
-      coef_: (n_targets, n_features) or (n_features,) for 1-D y.
-      intercept_: (n_targets,) or scalar, so that ``predict(X) = X @ coef_.T + intercept_``
-        (scikit-learn stores the y mean there and centres X inside ``predict``; the predictions
-        are identical).
-      x_weights_, x_loadings_, x_rotations_: (n_features, n_components_).
-      y_weights_, y_loadings_: (n_targets, n_components_).
-      x_scores_, y_scores_: (n_samples, n_components_).
-      x_mean_, x_std_: (n_features,). y_mean_, y_std_: (n_targets,).
-      n_iter_: (n_components_,) power-method iterations. n_components_: components used.
+      coef_: (n_targets, n_features), (1, n_features) for 1-D y.
+      intercept_: (n_targets,) the mean of y: ``predict(X) = (X - _x_mean) @ coef_.T +
+        intercept_``.
+      x_weights_, x_loadings_, x_rotations_: (n_features, n_components).
+      y_weights_, y_loadings_, y_rotations_: (n_targets, n_components).
+      x_scores_, y_scores_: (n_samples, n_components).
+      n_iter_: list of the power-method iterations of each component.
+      _x_mean, _x_std: (n_features,). _y_mean, _y_std: (n_targets,).
 
     Example:
-      >>> model = PLSRegression(n_components=25).fit(X_train, Y_train)
+      >>> model = PLSRegression(n_components=25, scale=False).fit(X_train, Y_train)
       >>> model.score(X_test, Y_test)
     """
 
     def __init__(
         self,
-        n_components: int = 25,
-        scale: bool = False,
+        n_components: int = 2,
+        *,
+        scale: bool = True,
         max_iter: int = 500,
         tol: float = 1e-6,
+        copy: bool = True,
         solver: str = "auto",
     ) -> None:
         self.n_components = n_components
         self.scale = scale
         self.max_iter = max_iter
         self.tol = tol
+        self.copy = copy
         self.solver = solver
 
     def fit(self, X: Any, y: Any) -> PLSRegression:
         """Fit on X (n_samples, n_features) and y (n_samples,) or (n_samples, n_targets)."""
-        X, y = _validate_fit_data(self, X, y)
         n_components = _check_positive_int(self.n_components, "n_components")
-        n_components = _cap_components(
-            n_components, min(X.shape), "min(n_samples, n_features) of the training data"
-        )
+        X, y = _validate_fit_data(self, X, y, ensure_min_samples=2)
+        limit = min(X.shape)
+        if n_components > limit:
+            raise ValueError(
+                f"`n_components` upper bound is {limit}. Got {n_components} instead. Reduce "
+                "`n_components`."
+            )
         result = pls2_fit(
             X,
             y,
@@ -319,7 +389,6 @@ class PLSRegression(_LinearPredictorMixin, RegressorMixin, BaseEstimator):
             tol=self.tol,
             solver=self.solver,
         )
-        _store_coefficients(self, result.coef, result.intercept, y.ndim == 1)
         for name in (
             "x_weights",
             "y_weights",
@@ -328,15 +397,85 @@ class PLSRegression(_LinearPredictorMixin, RegressorMixin, BaseEstimator):
             "x_scores",
             "y_scores",
             "x_rotations",
-            "x_mean",
-            "x_std",
-            "y_mean",
-            "y_std",
-            "n_iter",
         ):
             setattr(self, f"{name}_", np.asarray(getattr(result, name)))
-        self.n_components_ = n_components
+        self.y_rotations_ = self.y_weights_ @ scipy.linalg.pinv(
+            self.y_loadings_.T @ self.y_weights_, check_finite=False
+        )
+        self._x_mean, self._x_std = np.asarray(result.x_mean), np.asarray(result.x_std)
+        self._y_mean, self._y_std = np.asarray(result.y_mean), np.asarray(result.y_std)
+        self.coef_ = np.asarray(result.coef).T
+        self.intercept_ = self._y_mean
+        self.n_iter_ = [int(count) for count in np.asarray(result.n_iter)[: result.n_active]]
+        self._predict_1d = y.ndim == 1
+        self._n_features_out = self.x_rotations_.shape[1]
         return self
+
+    def transform(self, X: Any, y: Any = None, copy: bool = True) -> Any:
+        """Project X (and y) on the components.
+
+        Args:
+          X: (n_samples, n_features). y: optional (n_samples,) or (n_samples, n_targets).
+          copy: False centres and scales a float X (and y) in place.
+
+        Returns:
+          x_scores (n_samples, n_components), or (x_scores, y_scores) when ``y`` is given.
+        """
+        check_is_fitted(self)
+        X = validate_data(self, X, copy=copy, dtype=FLOAT_DTYPES, reset=False)
+        X -= self._x_mean
+        X /= self._x_std
+        x_scores = X @ self.x_rotations_
+        if y is None:
+            return x_scores
+        y = check_array(y, input_name="y", ensure_2d=False, copy=copy, dtype=FLOAT_DTYPES)
+        if y.ndim == 1:
+            y = y.reshape(-1, 1)
+        y -= self._y_mean
+        y /= self._y_std
+        return x_scores, y @ self.y_rotations_
+
+    def inverse_transform(self, X: Any, y: Any = None) -> Any:
+        """Map component scores back to the original space (exact only with all components).
+
+        Args:
+          X: (n_samples, n_components) x scores. y: optional (n_samples, n_components) y scores.
+
+        Returns:
+          X (n_samples, n_features), or (X, y) with y (n_samples, n_targets) when ``y`` is given.
+        """
+        check_is_fitted(self)
+        X = check_array(X, input_name="X", dtype=FLOAT_DTYPES)
+        X_original = X @ self.x_loadings_.T * self._x_std + self._x_mean
+        if y is None:
+            return X_original
+        y = check_array(y, input_name="y", dtype=FLOAT_DTYPES)
+        return X_original, y @ self.y_loadings_.T * self._y_std + self._y_mean
+
+    def predict(self, X: Any, copy: bool = True) -> np.ndarray:
+        """Predict responses: ``(X - _x_mean) @ coef_.T + intercept_``.
+
+        Args:
+          X: (n_samples, n_features). copy: False centres a float X in place.
+
+        Returns:
+          (n_samples, n_targets), or (n_samples,) when the model was fitted on a 1-D ``y``.
+        """
+        check_is_fitted(self)
+        X = validate_data(self, X, copy=copy, dtype=FLOAT_DTYPES, reset=False)
+        X -= self._x_mean
+        prediction = X @ self.coef_.T + self.intercept_
+        return prediction.ravel() if self._predict_1d else prediction
+
+    def fit_transform(self, X: Any, y: Any = None) -> Any:
+        """``fit(X, y).transform(X, y)``: x_scores, or (x_scores, y_scores) when y is given."""
+        return self.fit(X, y).transform(X, y)
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.regressor_tags.poor_score = True
+        tags.target_tags.required = False
+        return tags
 
 
 class PLS1CV(_LinearPredictorMixin, RegressorMixin, BaseEstimator):
@@ -350,8 +489,8 @@ class PLS1CV(_LinearPredictorMixin, RegressorMixin, BaseEstimator):
         n_features) are dropped with a ``UserWarning`` (``n_components_grid_`` holds the grid
         used).
       cv: int (contiguous folds, no shuffling), scikit-learn splitter, or list of (train, test).
-      scoring: "r2" or "pearson", the held-out score that selects the count (``score=`` of
-        :func:`v4jax.pls1_cv`).
+      scoring: "r2", "pearson" or "neg_mean_squared_error", the held-out score that selects the
+        count (``score=`` of :func:`v4jax.pls1_cv`).
       scale: standardise X per training set (as scikit-learn's ``scale=True``).
       solver: "auto", "primal" or "dual". target_batch_size: targets per batch.
 

@@ -885,8 +885,8 @@ def _fold_key(cv: Any, n_samples: int) -> Any:
     if isinstance(cv, str):
         if cv != LEAVE_ONE_OUT:
             raise ValueError(
-                f"cv={cv!r} is not supported: pass an int, a splitter, a list of (train, test) "
-                f"index arrays, or {LEAVE_ONE_OUT!r} for leave-one-out."
+                f"cv must be an int, a scikit-learn splitter, a list of (train, test) index "
+                f"arrays, or {LEAVE_ONE_OUT!r} for leave-one-out; got {cv!r}."
             )
         if n_samples < 3:
             raise ValueError(f"leave-one-out needs at least 3 samples, got {n_samples}.")
