@@ -38,6 +38,7 @@ def test_sklearn_estimator_contract(estimator, check):
     check(estimator)
 
 
+@pytest.mark.slow
 @parametrize_with_checks([BandedRidgeCV(ratios=[0.1, 1.0, 10.0])])
 def test_banded_sklearn_estimator_contract(estimator, check):
     check(estimator)

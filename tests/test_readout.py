@@ -130,6 +130,7 @@ def test_smoothness_penalty_is_the_graph_laplacian_quadratic_form():
     np.testing.assert_allclose(loss[0], s @ laplacian @ s + bias**2, rtol=1e-12)
 
 
+@pytest.mark.slow
 def test_training_is_deterministic_for_a_fixed_key():
     features, Y, _, _ = _factorised_problem(n_images=160, n_voxels=6)
     options = {"max_steps": 40, "eval_every": 10, "progress": False}
@@ -141,6 +142,7 @@ def test_training_is_deterministic_for_a_fixed_key():
     assert not np.array_equal(first.heldout_index, other.heldout_index)
 
 
+@pytest.mark.slow
 def test_recovers_centres_and_beats_ridge_small():
     """Fast version of the acceptance check (the slow test runs the vim-1 sized set)."""
     features, Y, signal, centres = _factorised_problem(n_images=420, n_voxels=16)
@@ -162,6 +164,7 @@ def test_recovers_centres_and_beats_ridge_small():
     assert result.history[0]["step"][0] == 0
 
 
+@pytest.mark.slow
 def test_free_maps_fit_and_predict():
     features, Y, _, centres = _factorised_problem(n_images=400, n_voxels=8, snr=5.0)
     model = FactorisedReadout(seed=1, spatial="free", max_steps=150, progress=False)

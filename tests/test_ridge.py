@@ -164,6 +164,7 @@ def test_cv_forms_equal_brute_force_on_the_same_folds(cv):
     assert np.max(np.abs(np.asarray(result.cv_scores) - expected)) <= 1e-10
 
 
+@pytest.mark.slow
 def test_jit_and_eager_and_batched_and_unbatched_targets_are_identical():
     X, Y = make_problem(24, 40, n_targets=11, seed=7)
     one_device = jax.devices()[:1]
@@ -269,7 +270,11 @@ CV_FORMS = {
 }
 
 
-@pytest.mark.parametrize("fit_intercept", [True, False], ids=["intercept", "no-intercept"])
+@pytest.mark.parametrize(
+    "fit_intercept",
+    [True, pytest.param(False, marks=pytest.mark.slow)],
+    ids=["intercept", "no-intercept"],
+)
 @pytest.mark.parametrize("cv_form", CV_FORMS, ids=CV_FORMS.keys())
 @pytest.mark.parametrize("shape", SHAPES.values(), ids=SHAPES.keys())
 @pytest.mark.parametrize("dtype,tolerance", [(np.float64, 1e-8), (np.float32, 1e-4)])

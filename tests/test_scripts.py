@@ -18,6 +18,9 @@ import pytest
 from v4jax.data import ROI_NAMES, make_synthetic_vim1
 from v4jax.features.models import output_shapes, variant_spec
 
+# Every script runs end to end on a synthetic set (a minute on 2 cores): the slow run.
+pytestmark = pytest.mark.slow
+
 SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
 STEPS = (
     "01_explore_data",
