@@ -362,17 +362,11 @@ def prepare_ridge(
         mesh=mesh,
         progress=progress,
     )
-    decomposition = prepare_ridge_from_kernel(
-        gram.kernel, folds, fit_intercept=fit_intercept, devices=devices, dtype=dtype
-    )
-    return dataclasses.replace(
-        decomposition,
-        feature_mean=gram.mean,
-        design_dot_mean=gram.design_dot_mean,
-        design=X,
-        feature_block_size=feature_block_size,
-        n_features=n_features,
-    )
+    basis, fold_bases = _decompose_kernel(gram.kernel, folds, fit_intercept, mesh)
+    return RidgeDecomposition(
+        solver, fit_intercept, folds, basis, fold_bases, gram.mean, gram.design_dot_mean, X,
+        dtype, feature_block_size, mesh, n_samples, n_features,
+    )  # fmt: skip
 
 
 def prepare_ridge_from_kernel(
@@ -404,13 +398,7 @@ def prepare_ridge_from_kernel(
     dtype = _validation.resolve_dtype(dtype, kernel)
     mesh = voxel_mesh(devices)
     kernel = replicate(kernel, mesh, dtype)
-    basis = _kernel_basis(kernel, fit_intercept)
-    fold_bases = None
-    if not _folds_partition(folds, n_samples):
-        fold_bases = tuple(
-            _dual_fold_basis(kernel, _indices(train, mesh), _indices(test, mesh), fit_intercept)
-            for train, test in folds
-        )
+    basis, fold_bases = _decompose_kernel(kernel, folds, fit_intercept, mesh)
     return RidgeDecomposition(
         solver="dual",
         fit_intercept=fit_intercept,
@@ -426,6 +414,20 @@ def prepare_ridge_from_kernel(
         n_samples=n_samples,
         n_features=0,
     )
+
+
+def _decompose_kernel(
+    kernel: jax.Array, folds: Any, fit_intercept: bool, mesh: Any
+) -> tuple[SpectralBasis, tuple[_FoldBasis, ...] | None]:
+    """The kernel's basis, and per-fold bases where some fold is not a complement."""
+    basis = _kernel_basis(kernel, fit_intercept)
+    if _folds_partition(folds, kernel.shape[0]):
+        return basis, None
+    fold_bases = tuple(
+        _dual_fold_basis(kernel, _indices(train, mesh), _indices(test, mesh), fit_intercept)
+        for train, test in folds
+    )
+    return basis, fold_bases
 
 
 def ridge_cv_targets(
@@ -526,7 +528,8 @@ def heldout_predictions(
         )
     residuals = jnp.zeros((len(alpha_grid), *Y.shape), dtype=d.dtype)
     operators = _fold_operators(d, alpha_grid)
-    for rows, residual in _fold_residuals(d.basis, operators, Y, d.folds, d.fit_intercept):
+    targets = _coordinates(d.basis, Y, d.fit_intercept)
+    for rows, residual in _fold_residuals(d.basis, operators, targets, d.folds, d.fit_intercept):
         residuals = residuals.at[:, rows].set(residual)
     return Y - residuals
 
@@ -760,10 +763,28 @@ def _kfold_operator(
     return _FoldOperator(scaled, jnp.linalg.inv(block))
 
 
+class _TargetCoordinates(NamedTuple):
+    """The targets in the basis, shared by the held-out residuals and the refit.
+
+    Attributes: y_mean (1, T) (zeros without intercept), centred (n_samples, T),
+    projected (rank, T) ``Z = Uᵀ Y_c``.
+    """
+
+    y_mean: jax.Array
+    centred: jax.Array
+    projected: jax.Array
+
+
+def _coordinates(basis: SpectralBasis, Y: jax.Array, fit_intercept: bool) -> _TargetCoordinates:
+    y_mean = kernels.column_mean(Y, fit_intercept)
+    centred = Y - y_mean
+    return _TargetCoordinates(y_mean, centred, basis.vectors.T @ centred)
+
+
 def _fold_residuals(
     basis: SpectralBasis,
     operators: tuple[_FoldOperator, ...],
-    Y: jax.Array,
+    targets: _TargetCoordinates,
     folds: Any,
     fit_intercept: bool,
 ) -> list[tuple[np.ndarray, jax.Array]]:
@@ -771,13 +792,12 @@ def _fold_residuals(
 
     Each fold's ``(C Y)_G`` for every alpha is one product (n_alphas g, rank) @ (rank, T).
     """
-    centred = Y - kernels.column_mean(Y, fit_intercept)
-    projected = basis.vectors.T @ centred
+    centred, projected = targets.centred, targets.projected
     outside = None
     if _has_residual_space(basis, fit_intercept):
         outside = centred - basis.vectors @ projected
     if folds == LEAVE_ONE_OUT:
-        rows_list = [np.arange(Y.shape[0])]
+        rows_list = [np.arange(centred.shape[0])]
     else:
         rows_list = [np.asarray(test) for _, test in folds]
     residuals = []
@@ -800,26 +820,25 @@ def _fold_residuals(
 def _one_decomposition_batch(shared, Y, folds, fit_intercept, score, solver):
     """Per target batch: held-out scores of every alpha, each target's alpha, the refit."""
     basis, alphas, operators = shared
+    targets = _coordinates(basis, Y, fit_intercept)
     fold_scores = [
         score_columns(Y[rows], Y[rows] - residual, score)
-        for rows, residual in _fold_residuals(basis, operators, Y, folds, fit_intercept)
+        for rows, residual in _fold_residuals(basis, operators, targets, folds, fit_intercept)
     ]
     mean_scores = jnp.mean(jnp.stack(fold_scores), axis=0)
     best_index = jnp.argmax(mean_scores, axis=0)
-    solution, y_mean = _refit(basis, Y, alphas[best_index], fit_intercept, solver)
-    return mean_scores, best_index, solution, y_mean
+    solution = _refit(basis, targets.projected, alphas[best_index], solver)
+    return mean_scores, best_index, solution, targets.y_mean[0]
 
 
 def _refit(
-    basis: SpectralBasis, Y: jax.Array, best_alphas: jax.Array, fit_intercept: bool, solver: str
-) -> tuple[jax.Array, jax.Array]:
-    """Primal coefficients (n_features, T) or dual coefficients (n_samples, T), and Y's means."""
-    y_mean = kernels.column_mean(Y, fit_intercept)
-    projected = basis.vectors.T @ (Y - y_mean)
+    basis: SpectralBasis, projected: jax.Array, best_alphas: jax.Array, solver: str
+) -> jax.Array:
+    """Primal coefficients (n_features, T) or dual coefficients (n_samples, T) from ``Z``."""
     factors = _inverse_factors(basis, best_alphas[:, None]).T
     if solver == "primal":
-        return basis.right @ (jnp.sqrt(basis.eigenvalues)[:, None] * factors * projected), y_mean[0]
-    return basis.vectors @ (factors * projected), y_mean[0]
+        return basis.right @ (jnp.sqrt(basis.eigenvalues)[:, None] * factors * projected)
+    return basis.vectors @ (factors * projected)
 
 
 # -- the per-fold route (folds that are not complements, and ridge_path) -------------------------
@@ -873,8 +892,9 @@ def _per_fold_batch(shared, Y, folds, fit_intercept, score, solver):
         fold_scores.append(score_columns(Y[np.asarray(test)], predictions, score))
     mean_scores = jnp.mean(jnp.stack(fold_scores), axis=0)
     best_index = jnp.argmax(mean_scores, axis=0)
-    solution, y_mean = _refit(basis, Y, alphas[best_index], fit_intercept, solver)
-    return mean_scores, best_index, solution, y_mean
+    targets = _coordinates(basis, Y, fit_intercept)
+    solution = _refit(basis, targets.projected, alphas[best_index], solver)
+    return mean_scores, best_index, solution, targets.y_mean[0]
 
 
 # -- checks ---------------------------------------------------------------------------------------
