@@ -67,6 +67,18 @@ def test_given_means_and_scales_standardise_every_product_on_both_routes(route):
     assert relative_error(product, standard.T @ M) <= 1e-12
 
 
+@pytest.mark.parametrize("dtype, tolerance", [(np.float64, 1e-12), (np.float32, 1e-5)])
+def test_cross_kernel_without_centring_the_design_equals_the_centred_kernel(dtype, tolerance):
+    X = design(40, 70, seed=19, offset=1.0)
+    X_new = design(9, 70, seed=20, offset=1.0)
+    mean = X.mean(axis=0)
+    expected = (X_new - mean) @ (X - mean).T
+    cross = kernels.cross_kernel(
+        X_new.astype(dtype), X.astype(dtype), mean, dtype=dtype, block=16, centre_design=False
+    )
+    assert relative_error(cross, expected) <= tolerance
+
+
 def test_recentred_fold_kernels_equal_kernels_of_the_fold_centred_design():
     X = design(30, 12, seed=17)
     train, test = np.arange(8, 30), np.arange(8)

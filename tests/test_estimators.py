@@ -16,24 +16,7 @@ from v4jax import BandedRidgeCV, PLSRegression, RidgeCV, banded_ridge_cv, pls1_c
 
 ALPHAS = np.logspace(-2, 4, 7)
 
-# RidgeCV.fit takes sample_weight (so that scikit-learn's tools see the parameter) but refuses
-# anything but None until weights are supported; these checks fit with weights.
-SAMPLE_WEIGHT_CHECKS = (
-    "check_sample_weights_pandas_series",
-    "check_sample_weights_not_an_array",
-    "check_sample_weights_list",
-    "check_all_zero_sample_weights_error",
-    "check_sample_weights_shape",
-    "check_sample_weights_not_overwritten",
-    "check_sample_weight_equivalence_on_dense_data",
-)
-
-
-def _sample_weight_not_supported(estimator):
-    return dict.fromkeys(SAMPLE_WEIGHT_CHECKS, "sample_weight is not supported yet")
-
-
-@parametrize_with_checks([RidgeCV()], expected_failed_checks=_sample_weight_not_supported)
+@parametrize_with_checks([RidgeCV()])
 def test_sklearn_estimator_contract(estimator, check):
     check(estimator)
 
@@ -141,12 +124,20 @@ def test_best_score_per_target_equals_sklearn_ridgecv_per_column():
         np.testing.assert_allclose(model.coef_[j], reference.coef_, rtol=1e-8)
 
 
-def test_sample_weight_is_refused_not_ignored():
+def test_sample_weight_fits_equal_sklearn_ridge_with_weights_and_the_input_is_kept():
     X, Y = make_ridge_problem(2)
-    model = RidgeCV(alphas=ALPHAS).fit(X, Y, sample_weight=None)
-    assert model.coef_.shape == (2, 20)
-    with pytest.raises(ValueError, match="sample_weight is not supported yet"):
-        RidgeCV(alphas=ALPHAS).fit(X, Y, sample_weight=np.ones(len(X)))
+    weights = np.random.default_rng(30).uniform(0.2, 3.0, len(X))
+    given = weights.copy()
+    model = RidgeCV(alphas=ALPHAS, cv=4).fit(X, Y, sample_weight=weights)
+    assert np.array_equal(weights, given)
+    for j, alpha in enumerate(model.alpha_):
+        expected = Ridge(alpha=float(alpha)).fit(X, Y[:, j], sample_weight=weights)
+        assert np.linalg.norm(model.coef_[j] - expected.coef_) <= 1e-4 * np.linalg.norm(
+            expected.coef_
+        )
+        assert abs(model.intercept_[j] - expected.intercept_) <= 1e-4 * (
+            1 + abs(expected.intercept_)
+        )
 
 
 def test_alphas_must_be_numbers_as_in_sklearn():

@@ -186,6 +186,22 @@ def test_large_feature_offset_stays_accurate_in_float32():
     assert relative_error(result.cv_scores, expected) <= 1e-3
 
 
+@pytest.mark.parametrize("offset", [0.2, 1e3])
+def test_float32_kernel_predictions_are_accurate_whether_or_not_the_design_is_centred(offset):
+    # A small offset predicts without centring the design; a large one centres it.
+    X, Y = make_problem(40, 120, seed=21, offset=offset)
+    X_new = make_problem(9, 120, seed=22, offset=offset)[0]
+    result = ridge_cv(X.astype(np.float32), Y.astype(np.float32), ALPHAS, cv=4)
+    expected = np.stack(
+        [
+            Ridge(alpha=alpha).fit(X, Y[:, j]).predict(X_new)
+            for j, alpha in enumerate(np.asarray(result.best_alphas, dtype=np.float64))
+        ],
+        axis=1,
+    )
+    assert relative_error(result.predict(X_new.astype(np.float32)), expected) <= 1e-4
+
+
 def test_feature_blocks_do_not_change_the_answer():
     X, Y = make_problem(30, 100, seed=9)
     whole = ridge_cv(X, Y, ALPHAS, cv=3, feature_block_size=1000)

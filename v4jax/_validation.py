@@ -151,6 +151,36 @@ def check_same_samples(X: Any, Y: Any, names: Sequence[str] = ("X", "Y")) -> Non
         )
 
 
+def check_sample_weight(sample_weight: Any, n_samples: int) -> np.ndarray | None:
+    """Validate sample weights: None, a scalar (every sample alike) or (n_samples,) numbers.
+
+    Returns a new float64 array (the caller's is never modified), or None for None. Raises a
+    ValueError for the wrong shape, negative, NaN or infinite weights, or all weights zero.
+    """
+    if sample_weight is None:
+        return None
+    try:
+        weights = np.array(sample_weight, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise TypeError(
+            f"sample_weight must be numbers, got {type(sample_weight).__name__}."
+        ) from None
+    if weights.ndim == 0:
+        weights = np.full(n_samples, float(weights))
+    if weights.shape != (n_samples,):
+        raise ValueError(
+            f"sample_weight must be 1-D with one weight per sample ({n_samples},), got shape "
+            f"{weights.shape}."
+        )
+    if not np.all(np.isfinite(weights)):
+        raise ValueError("sample_weight contains NaN or infinity; give finite weights.")
+    if np.any(weights < 0):
+        raise ValueError("sample_weight has negative values; weights must be >= 0.")
+    if not np.any(weights > 0):
+        raise ValueError("sample_weight is zero for every sample: there is nothing to fit.")
+    return weights
+
+
 def check_alphas(alphas: Any) -> np.ndarray:
     """Validate a regularisation grid: a non-empty 1-D array of finite positive numbers.
 

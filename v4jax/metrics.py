@@ -27,34 +27,41 @@ from v4jax._validation import (
 SCORES = ("r2", "pearson", "neg_mean_squared_error")
 
 
-def r2_columns(y_true: ArrayLike, y_pred: ArrayLike) -> jax.Array:
+def r2_columns(
+    y_true: ArrayLike, y_pred: ArrayLike, sample_weight: ArrayLike | None = None
+) -> jax.Array:
     """Coefficient of determination per target, as scikit-learn's ``r2_score``.
 
     Args:
       y_true: (..., n_samples, n_targets).
       y_pred: (..., n_samples, n_targets), broadcastable against ``y_true``.
+      sample_weight: (n_samples,) non-negative weights, or None (all equal).
 
     Returns:
-      (..., n_targets): 1 - SS_res / SS_tot, with SS_tot about ``y_true``'s own mean; 0 for a
-      constant ``y_true``.
+      (..., n_targets): 1 - SS_res / SS_tot, with SS_tot about ``y_true``'s own (weighted)
+      mean and both sums weighted; 0 for a constant ``y_true``.
 
     Raises:
       TypeError for non-real dtypes; ValueError for fewer than 2 axes, empty or
       non-broadcastable shapes, and NaN/inf in concrete (not traced) inputs.
     """
     y_true, y_pred = _score_pair(y_true, y_pred)
-    residual = jnp.sum((y_true - y_pred) ** 2, axis=-2)
-    total = jnp.sum((y_true - jnp.mean(y_true, axis=-2, keepdims=True)) ** 2, axis=-2)
-    defined = total > _constant_floor(y_true)
+    weights = _sample_weights(sample_weight, y_true)
+    residual = _weighted_sum((y_true - y_pred) ** 2, weights)
+    total = _weighted_sum((y_true - _weighted_mean(y_true, weights)) ** 2, weights)
+    defined = total > _constant_floor(y_true, weights)
     return jnp.where(defined, 1.0 - residual / jnp.where(defined, total, 1.0), 0.0)
 
 
-def pearson_columns(y_true: ArrayLike, y_pred: ArrayLike) -> jax.Array:
+def pearson_columns(
+    y_true: ArrayLike, y_pred: ArrayLike, sample_weight: ArrayLike | None = None
+) -> jax.Array:
     """Pearson correlation per target between truth and prediction.
 
     Args:
       y_true: (..., n_samples, n_targets).
       y_pred: (..., n_samples, n_targets), broadcastable against ``y_true``.
+      sample_weight: (n_samples,) non-negative weights (a weighted correlation), or None.
 
     Returns:
       (..., n_targets) correlations in [-1, 1]; 0 where either side is constant.
@@ -63,22 +70,28 @@ def pearson_columns(y_true: ArrayLike, y_pred: ArrayLike) -> jax.Array:
       As :func:`r2_columns`.
     """
     y_true, y_pred = _score_pair(y_true, y_pred)
-    true_centred = y_true - jnp.mean(y_true, axis=-2, keepdims=True)
-    pred_centred = y_pred - jnp.mean(y_pred, axis=-2, keepdims=True)
-    covariance = jnp.sum(true_centred * pred_centred, axis=-2)
-    true_power = jnp.sum(true_centred**2, axis=-2)
-    pred_power = jnp.sum(pred_centred**2, axis=-2)
-    defined = (true_power > _constant_floor(y_true)) & (pred_power > _constant_floor(y_pred))
+    weights = _sample_weights(sample_weight, y_true)
+    true_centred = y_true - _weighted_mean(y_true, weights)
+    pred_centred = y_pred - _weighted_mean(y_pred, weights)
+    covariance = _weighted_sum(true_centred * pred_centred, weights)
+    true_power = _weighted_sum(true_centred**2, weights)
+    pred_power = _weighted_sum(pred_centred**2, weights)
+    defined = (true_power > _constant_floor(y_true, weights)) & (
+        pred_power > _constant_floor(y_pred, weights)
+    )
     denominator = jnp.sqrt(jnp.where(defined, true_power * pred_power, 1.0))
     return jnp.where(defined, covariance / denominator, 0.0)
 
 
-def neg_mean_squared_error_columns(y_true: ArrayLike, y_pred: ArrayLike) -> jax.Array:
+def neg_mean_squared_error_columns(
+    y_true: ArrayLike, y_pred: ArrayLike, sample_weight: ArrayLike | None = None
+) -> jax.Array:
     """Negated mean squared error per target, as scikit-learn's ``neg_mean_squared_error``.
 
     Args:
       y_true: (..., n_samples, n_targets).
       y_pred: (..., n_samples, n_targets), broadcastable against ``y_true``.
+      sample_weight: (n_samples,) non-negative weights (a weighted mean), or None.
 
     Returns:
       (..., n_targets): ``-mean((y_true - y_pred) ** 2)`` over the samples (higher is better,
@@ -88,7 +101,33 @@ def neg_mean_squared_error_columns(y_true: ArrayLike, y_pred: ArrayLike) -> jax.
       As :func:`r2_columns`.
     """
     y_true, y_pred = _score_pair(y_true, y_pred)
-    return -jnp.mean((y_true - y_pred) ** 2, axis=-2)
+    weights = _sample_weights(sample_weight, y_true)
+    return -_weighted_mean((y_true - y_pred) ** 2, weights)[..., 0, :]
+
+
+def _sample_weights(sample_weight: ArrayLike | None, y_true: jax.Array) -> jax.Array | None:
+    """(n_samples, 1) weights in ``y_true``'s dtype, or None."""
+    if sample_weight is None:
+        return None
+    weights = jnp.asarray(sample_weight, dtype=y_true.dtype)
+    if weights.shape != (y_true.shape[-2],):
+        raise ValueError(
+            f"sample_weight must have shape ({y_true.shape[-2]},), one weight per sample; got "
+            f"{tuple(weights.shape)}."
+        )
+    return weights[:, None]
+
+
+def _weighted_sum(values: jax.Array, weights: jax.Array | None) -> jax.Array:
+    """Sum over the samples (axis -2), weighted."""
+    return jnp.sum(values if weights is None else values * weights, axis=-2)
+
+
+def _weighted_mean(values: jax.Array, weights: jax.Array | None) -> jax.Array:
+    """(..., 1, n_targets) mean over the samples, weighted."""
+    if weights is None:
+        return jnp.mean(values, axis=-2, keepdims=True)
+    return jnp.sum(values * weights, axis=-2, keepdims=True) / jnp.sum(weights)
 
 
 def _score_pair(y_true: ArrayLike, y_pred: ArrayLike) -> tuple[jax.Array, jax.Array]:
@@ -125,24 +164,28 @@ def _score_pair(y_true: ArrayLike, y_pred: ArrayLike) -> tuple[jax.Array, jax.Ar
     return jnp.asarray(arrays[0]), jnp.asarray(arrays[1])
 
 
-def score_columns(y_true: ArrayLike, y_pred: ArrayLike, score: str) -> jax.Array:
+def score_columns(
+    y_true: ArrayLike, y_pred: ArrayLike, score: str, sample_weight: ArrayLike | None = None
+) -> jax.Array:
     """The per-target score named ``score`` (one of :data:`SCORES`): :func:`r2_columns`
     (``"r2"``), :func:`pearson_columns` (``"pearson"``) or
-    :func:`neg_mean_squared_error_columns` (``"neg_mean_squared_error"``)."""
+    :func:`neg_mean_squared_error_columns` (``"neg_mean_squared_error"``), weighted by
+    ``sample_weight`` (n_samples,) when given."""
     if score == "r2":
-        return r2_columns(y_true, y_pred)
+        return r2_columns(y_true, y_pred, sample_weight)
     if score == "pearson":
-        return pearson_columns(y_true, y_pred)
+        return pearson_columns(y_true, y_pred, sample_weight)
     if score == "neg_mean_squared_error":
-        return neg_mean_squared_error_columns(y_true, y_pred)
+        return neg_mean_squared_error_columns(y_true, y_pred, sample_weight)
     raise ValueError(f"score={score!r} is not supported; choose one of {list(SCORES)}.")
 
 
-def _constant_floor(values: jax.Array) -> jax.Array:
+def _constant_floor(values: jax.Array, weights: jax.Array | None = None) -> jax.Array:
     """Sum of squares below which a column counts as constant (rounding noise of its mean)."""
     dtype = values.dtype if jnp.issubdtype(values.dtype, jnp.floating) else jnp.float32
     scale = jnp.max(jnp.abs(values), axis=-2)
-    return values.shape[-2] * (16 * jnp.finfo(dtype).eps * scale) ** 2
+    total_weight = values.shape[-2] if weights is None else jnp.sum(weights)
+    return total_weight * (16 * jnp.finfo(dtype).eps * scale) ** 2
 
 
 # ----------------------------------------------------------------------------------------------

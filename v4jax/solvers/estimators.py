@@ -148,13 +148,9 @@ class RidgeCV(_LinearPredictorMixin, RegressorMixin, BaseEstimator):
     def fit(self, X: Any, y: Any, sample_weight: Any = None) -> RidgeCV:
         """Fit on X (n_samples, n_features) and y (n_samples,) or (n_samples, n_targets).
 
-        ``sample_weight`` is not supported yet: anything but None raises a ``ValueError``.
+        ``sample_weight`` (n_samples,) weighs every fit's squared error and the held-out scores
+        (see :func:`v4jax.ridge_cv`); the caller's array is not modified.
         """
-        if sample_weight is not None:
-            raise ValueError(
-                "sample_weight is not supported yet by v4jax.RidgeCV; fit without weights, or "
-                "use sklearn.linear_model.RidgeCV for weighted samples."
-            )
         X, y = _validate_fit_data(self, X, y)
         result = ridge_cv(
             X,
@@ -166,6 +162,7 @@ class RidgeCV(_LinearPredictorMixin, RegressorMixin, BaseEstimator):
             solver=self.solver,
             target_batch_size=self.target_batch_size,
             progress=False,
+            sample_weight=sample_weight,
         )
         y_is_vector = y.ndim == 1
         _store_coefficients(self, result.coef, result.intercept, y_is_vector)

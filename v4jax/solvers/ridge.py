@@ -83,6 +83,10 @@ class SpectralBasis(NamedTuple):
       floor: () eigenvalues below it are rounding noise. noise: () the eigenvalues' rounding
         error (see :func:`_usable`).
       right: (n_features, rank) right singular vectors ``V`` (primal path), else (0, rank).
+      direction: (n_samples,) unit vector of the intercept's direction, ``sqrt(w) / |sqrt(w)|``
+        (``1 / sqrt(n)`` without weights; zeros without intercept). ``U`` is orthogonal to it.
+      root_weights: (n_samples,) ``sqrt(sample_weight)``, or None (unweighted). With weights,
+        everything is in the rescaled space ``sqrt(w) (X - weighted mean)``.
     """
 
     vectors: jax.Array
@@ -90,6 +94,8 @@ class SpectralBasis(NamedTuple):
     floor: jax.Array
     noise: jax.Array
     right: jax.Array
+    direction: jax.Array
+    root_weights: jax.Array | None
 
 
 class _FoldBasis(NamedTuple):
@@ -227,7 +233,13 @@ class RidgeCVResult:
         if self._primal_coef is not None or "coef" in self.__dict__:
             return jnp.asarray(X, dtype=self.coef.dtype) @ self.coef + self.intercept
         kernel = kernels.cross_kernel(
-            X, d.design, d.feature_mean, dtype=d.dtype, block=d.feature_block_size, mesh=d.mesh
+            X,
+            d.design,
+            d.feature_mean,
+            dtype=d.dtype,
+            block=d.feature_block_size,
+            mesh=d.mesh,
+            centre_design=not _small_offset(d),
         )
         return kernel @ self.dual_coef + self._target_mean
 
@@ -246,6 +258,7 @@ def ridge_cv(
     progress: bool | None = None,
     devices: Sequence[jax.Device] | None = None,
     dtype: Any = None,
+    sample_weight: Any = None,
 ) -> RidgeCVResult:
     """Cross-validated ridge regression with an alpha chosen per target.
 
@@ -271,6 +284,10 @@ def ridge_cv(
         JAX's x64 mode is on and the inputs are float64, else float32. "float64" upcasts
         float32 inputs on the device (needs x64 mode): use it when a
         :class:`~v4jax.solvers.diagnostics.ConditioningWarning` says float32 cannot be trusted.
+      sample_weight: (n_samples,) non-negative weights, or None. Every fit minimises the
+        weighted squared error (intercept on the weighted mean; an integer weight acts as that
+        many copies of the sample) and the held-out scores are weighted the same way. Needs
+        folds whose test sets partition the samples (K-fold, groups, ``"loo"``).
 
     Returns:
       :class:`RidgeCVResult`; arrays in the compute dtype. Warns with a
@@ -296,6 +313,7 @@ def ridge_cv(
         progress=progress,
         devices=devices,
         dtype=_validation.resolve_dtype(dtype, X, Y),
+        sample_weight=sample_weight,
     )
     return ridge_cv_targets(
         decomposition, Y, alphas, score=score, target_batch_size=target_batch_size
@@ -312,6 +330,7 @@ def prepare_ridge(
     progress: bool | None = None,
     devices: Sequence[jax.Device] | None = None,
     dtype: Any = None,
+    sample_weight: Any = None,
 ) -> RidgeDecomposition:
     """Decompose the design once, for every fold, every alpha and any targets.
 
@@ -321,6 +340,7 @@ def prepare_ridge(
       fit_intercept, solver, feature_block_size, progress, devices: as :func:`ridge_cv`.
       dtype: compute dtype, "float32" or "float64" (default: float64 when x64 is on and X is
         float64, else float32).
+      sample_weight: (n_samples,) non-negative weights or None, as :func:`ridge_cv`.
 
     Returns:
       :class:`RidgeDecomposition`, replicated on every device of the voxel mesh.
@@ -339,10 +359,20 @@ def prepare_ridge(
     if solver == "auto":
         solver = "dual" if n_features > n_samples else "primal"
     mesh = voxel_mesh(devices)
+    weights = _validation.check_sample_weight(sample_weight, n_samples)
+    if weights is not None and not _folds_partition(folds, n_samples):
+        raise ValueError(
+            "sample_weight needs folds whose training set is every sample outside the test set "
+            "(K-fold, groups or 'loo'); fit these folds without weights."
+        )
+    root_weights = None if weights is None else replicate(np.sqrt(weights), mesh, dtype)
     if solver == "primal":
         X_device = replicate(X, mesh, dtype)
-        feature_mean = kernels.column_mean(X_device, fit_intercept)[0]
-        basis = _design_basis(X_device - feature_mean, fit_intercept)
+        if weights is not None and fit_intercept:
+            feature_mean = (root_weights**2 @ X_device) / jnp.sum(root_weights**2)
+        else:
+            feature_mean = kernels.column_mean(X_device, fit_intercept)[0]
+        basis = _design_basis(X_device - feature_mean, root_weights, fit_intercept)
         fold_bases = None
         if not _folds_partition(folds, n_samples):
             fold_bases = tuple(
@@ -354,15 +384,19 @@ def prepare_ridge(
             solver, fit_intercept, folds, basis, fold_bases, feature_mean, None, None, dtype,
             feature_block_size, mesh, n_samples, n_features,
         )  # fmt: skip
+    weighted_mean = None
+    if weights is not None and fit_intercept:
+        weighted_mean = kernels.weighted_column_mean(X, weights, dtype, feature_block_size)
     gram = kernels.centred_gram(
         X,
         fit_intercept=fit_intercept,
+        mean=weighted_mean,
         dtype=dtype,
         block=feature_block_size,
         mesh=mesh,
         progress=progress,
     )
-    basis, fold_bases = _decompose_kernel(gram.kernel, folds, fit_intercept, mesh)
+    basis, fold_bases = _decompose_kernel(gram.kernel, folds, fit_intercept, mesh, root_weights)
     return RidgeDecomposition(
         solver, fit_intercept, folds, basis, fold_bases, gram.mean, gram.design_dot_mean, X,
         dtype, feature_block_size, mesh, n_samples, n_features,
@@ -417,10 +451,14 @@ def prepare_ridge_from_kernel(
 
 
 def _decompose_kernel(
-    kernel: jax.Array, folds: Any, fit_intercept: bool, mesh: Any
+    kernel: jax.Array,
+    folds: Any,
+    fit_intercept: bool,
+    mesh: Any,
+    root_weights: jax.Array | None = None,
 ) -> tuple[SpectralBasis, tuple[_FoldBasis, ...] | None]:
     """The kernel's basis, and per-fold bases where some fold is not a complement."""
-    basis = _kernel_basis(kernel, fit_intercept)
+    basis = _kernel_basis(kernel, root_weights, fit_intercept)
     if _folds_partition(folds, kernel.shape[0]):
         return basis, None
     fold_bases = tuple(
@@ -510,6 +548,8 @@ def heldout_predictions(
     Every sample is predicted by ridge refitted (with its own intercept) on the training set
     of the fold that tests it, for every alpha: scikit-learn's ``cross_val_predict`` for every
     alpha at once. Needs folds whose test sets partition the samples (K-fold, groups, "loo").
+    With sample weights, samples of weight zero get NaN (the weighted identity gives the
+    residuals times ``sqrt(w)``).
 
     Args:
       decomposition: from :func:`prepare_ridge` or :func:`prepare_ridge_from_kernel`.
@@ -531,6 +571,9 @@ def heldout_predictions(
     targets = _coordinates(d.basis, Y, d.fit_intercept)
     for rows, residual in _fold_residuals(d.basis, operators, targets, d.folds, d.fit_intercept):
         residuals = residuals.at[:, rows].set(residual)
+    if d.basis.root_weights is not None:
+        root_weights = d.basis.root_weights[:, None]
+        residuals = jnp.where(root_weights > 0, residuals / root_weights, jnp.nan)
     return Y - residuals
 
 
@@ -583,15 +626,28 @@ def ridge_path(
 # -- the decomposition of all samples -----------------------------------------------------------
 
 
-def _householder(n_samples: int, dtype: Any) -> tuple[jax.Array, jax.Array]:
-    """The reflection ``H = I - w wᵀ * 2 / (wᵀw)`` whose first column is ``1 / sqrt(n)``.
+def _householder(direction: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """The reflection ``H = I - w wᵀ * 2 / (wᵀw)`` whose first column is ``±direction``.
 
-    Its other columns are an orthonormal basis of the vectors orthogonal to the constant, so
-    bases built through it leave the intercept's direction out exactly.
+    ``direction`` (n,) is a unit vector; ``w = direction ± e_1`` takes the sign that avoids
+    cancellation. The other columns of ``H`` are an orthonormal basis of the vectors orthogonal
+    to ``direction``, so bases built through it leave the intercept's direction out exactly.
     Returns (w, 2 / (wᵀw)).
     """
-    w = jnp.full(n_samples, 1.0 / np.sqrt(n_samples), dtype=dtype).at[0].add(-1.0)
+    sign = jnp.where(direction[0] >= 0, 1.0, -1.0).astype(direction.dtype)
+    w = direction.at[0].add(sign)
     return w, 2.0 / jnp.dot(w, w)
+
+
+def _intercept_direction(
+    n_samples: int, root_weights: jax.Array | None, fit_intercept: bool, dtype: Any
+) -> jax.Array:
+    """(n_samples,) unit vector the intercept spans in the (rescaled) sample space, or zeros."""
+    if not fit_intercept:
+        return jnp.zeros(n_samples, dtype=dtype)
+    if root_weights is None:
+        return jnp.full(n_samples, 1.0 / np.sqrt(n_samples), dtype=dtype)
+    return root_weights / jnp.linalg.norm(root_weights)
 
 
 def _reflect(w: jax.Array, factor: jax.Array, values: jax.Array) -> jax.Array:
@@ -619,11 +675,17 @@ def _rounding(eigenvalues: jax.Array, rank: int, singular: bool) -> tuple[jax.Ar
 
 
 @functools.partial(jax.jit, static_argnames="fit_intercept")
-def _kernel_basis(kernel: jax.Array, fit_intercept: bool) -> SpectralBasis:
-    """Eigendecomposition of a centred kernel, leaving the constant direction out (intercept)."""
+def _kernel_basis(
+    kernel: jax.Array, root_weights: jax.Array | None, fit_intercept: bool
+) -> SpectralBasis:
+    """Eigendecomposition of a centred kernel (rescaled to ``sqrt(w_i w_j) k_ij`` with weights),
+    leaving the intercept's direction out."""
     n_samples = kernel.shape[0]
+    if root_weights is not None:
+        kernel = root_weights[:, None] * kernel * root_weights[None, :]
+    direction = _intercept_direction(n_samples, root_weights, fit_intercept, kernel.dtype)
     if fit_intercept:
-        w, factor = _householder(n_samples, kernel.dtype)
+        w, factor = _householder(direction)
         reflected = _reflect(w, factor, _reflect(w, factor, kernel).T)
         eigenvalues, inner = jnp.linalg.eigh(reflected[1:, 1:])
         padded = jnp.concatenate([jnp.zeros((1, n_samples - 1), kernel.dtype), inner])
@@ -632,15 +694,22 @@ def _kernel_basis(kernel: jax.Array, fit_intercept: bool) -> SpectralBasis:
         eigenvalues, vectors = jnp.linalg.eigh(kernel)
     eigenvalues = jnp.maximum(eigenvalues, 0.0)
     floor, noise = _rounding(eigenvalues, eigenvalues.shape[0], singular=False)
-    return SpectralBasis(vectors, eigenvalues, floor, noise, jnp.zeros((0, eigenvalues.shape[0])))
+    right = jnp.zeros((0, eigenvalues.shape[0]))
+    return SpectralBasis(vectors, eigenvalues, floor, noise, right, direction, root_weights)
 
 
 @functools.partial(jax.jit, static_argnames="fit_intercept")
-def _design_basis(centred: jax.Array, fit_intercept: bool) -> SpectralBasis:
-    """Thin SVD of a centred design, its left vectors orthogonal to the constant (intercept)."""
+def _design_basis(
+    centred: jax.Array, root_weights: jax.Array | None, fit_intercept: bool
+) -> SpectralBasis:
+    """Thin SVD of a centred design (rows times ``sqrt(w)`` with weights), its left vectors
+    orthogonal to the intercept's direction."""
     n_samples = centred.shape[0]
+    if root_weights is not None:
+        centred = root_weights[:, None] * centred
+    direction = _intercept_direction(n_samples, root_weights, fit_intercept, centred.dtype)
     if fit_intercept:
-        w, factor = _householder(n_samples, centred.dtype)
+        w, factor = _householder(direction)
         inner, s, Vt = jnp.linalg.svd(_reflect(w, factor, centred)[1:], full_matrices=False)
         padded = jnp.concatenate([jnp.zeros((1, inner.shape[1]), centred.dtype), inner])
         vectors = _reflect(w, factor, padded)
@@ -648,7 +717,7 @@ def _design_basis(centred: jax.Array, fit_intercept: bool) -> SpectralBasis:
         vectors, s, Vt = jnp.linalg.svd(centred, full_matrices=False)
     eigenvalues = s**2
     floor, noise = _rounding(eigenvalues, eigenvalues.shape[0], singular=True)
-    return SpectralBasis(vectors, eigenvalues, floor, noise, Vt.T)
+    return SpectralBasis(vectors, eigenvalues, floor, noise, Vt.T, direction, root_weights)
 
 
 def _usable(basis_floor: jax.Array, noise: jax.Array, eigenvalues: jax.Array, alphas: jax.Array):
@@ -690,20 +759,33 @@ class _FoldOperator(NamedTuple):
     """What gives one fold's held-out residuals for every alpha, from ``Z = Uᵀ Y_c`` alone.
 
     ``e_G = inverse @ (scaled_rows @ Z + (R Y)_G)`` with ``scaled_rows = U_G diag(d)``
-    (n_alphas, g, rank) and ``inverse = (C_GG)⁻¹`` (n_alphas, g, g); for leave-one-out
-    ``scaled_rows = U diag(d) / C_ii`` (n_alphas, n_samples, rank) and ``inverse`` is
-    ``1 / C_ii`` (n_alphas, n_samples), applied elementwise. Target independent: built once per
-    call. (Forming ``(C_GG)⁻¹ U_G diag(d)`` instead costs a triangular solve with ``rank``
-    right-hand sides per fold and alpha: 0.16 s per conv3-sized fold against 0.04 s for the
-    inverse.)
+    (n_alphas, g, rank) and ``inverse = (C_GG)⁻¹`` (n_alphas, g, g). Target independent: built
+    once per call. (Forming ``(C_GG)⁻¹ U_G diag(d)`` instead costs a triangular solve with
+    ``rank`` right-hand sides per fold and alpha: 0.16 s per conv3-sized fold against 0.04 s for
+    the inverse.)
     """
 
     scaled_rows: jax.Array
     inverse: jax.Array
 
 
-def _fold_operators(d: RidgeDecomposition, alphas: jax.Array) -> tuple[_FoldOperator, ...]:
-    """One :class:`_FoldOperator` per fold (one for all samples with leave-one-out).
+class _LooOperator(NamedTuple):
+    """Leave-one-out's residuals ``e = inverse * (U diag(d) Z + R Y)`` for every alpha.
+
+    ``factors`` (n_alphas, rank) is ``d = alpha / (lam + alpha)`` and ``inverse``
+    (n_alphas, n_samples) is ``1 / C_ii``. The residuals are formed (and scored) one alpha at a
+    time, so neither a (n_alphas, n_samples, rank) operator nor the (n_alphas, n_samples, T)
+    residuals ever sit in memory at once.
+    """
+
+    factors: jax.Array
+    inverse: jax.Array
+
+
+def _fold_operators(
+    d: RidgeDecomposition, alphas: jax.Array
+) -> tuple[_FoldOperator, ...] | tuple[_LooOperator]:
+    """One :class:`_FoldOperator` per fold (one :class:`_LooOperator` with leave-one-out).
 
     On a CPU mesh of several devices the K-fold inverses are computed once, on the host's first
     device, then replicated: jaxlib's batched LAPACK kernels spread a batch over XLA's shared
@@ -734,16 +816,14 @@ def _fold_operators(d: RidgeDecomposition, alphas: jax.Array) -> tuple[_FoldOper
 
 
 @functools.partial(jax.jit, static_argnames="fit_intercept")
-def _loo_operator(basis: SpectralBasis, alphas: jax.Array, fit_intercept: bool) -> _FoldOperator:
+def _loo_operator(basis: SpectralBasis, alphas: jax.Array, fit_intercept: bool) -> _LooOperator:
     """Leave-one-out: ``e_i = (C Y)_i / C_ii`` for every alpha."""
     factors = _residual_factors(basis, alphas[:, None])
     squares = basis.vectors**2
     diagonal = factors @ squares.T
     if _has_residual_space(basis, fit_intercept):
-        centring = 1.0 / squares.shape[0] if fit_intercept else 0.0
-        diagonal = diagonal + (1.0 - jnp.sum(squares, axis=1) - centring)
-    inverse = 1.0 / diagonal
-    return _FoldOperator(basis.vectors[None] * (factors[:, None, :] * inverse[:, :, None]), inverse)
+        diagonal = diagonal + (1.0 - jnp.sum(squares, axis=1) - basis.direction**2)
+    return _LooOperator(factors, 1.0 / diagonal)
 
 
 @functools.partial(jax.jit, static_argnames="fit_intercept")
@@ -757,17 +837,16 @@ def _kfold_operator(
     block = jnp.matmul(scaled, rows.T)
     if _has_residual_space(basis, fit_intercept):
         complement = jnp.eye(test.shape[0], dtype=rows.dtype) - rows @ rows.T
-        if fit_intercept:
-            complement = complement - 1.0 / basis.vectors.shape[0]
-        block = block + complement
+        direction = basis.direction[test]
+        block = block + complement - jnp.outer(direction, direction)
     return _FoldOperator(scaled, jnp.linalg.inv(block))
 
 
 class _TargetCoordinates(NamedTuple):
     """The targets in the basis, shared by the held-out residuals and the refit.
 
-    Attributes: y_mean (1, T) (zeros without intercept), centred (n_samples, T),
-    projected (rank, T) ``Z = Uᵀ Y_c``.
+    Attributes: y_mean (1, T) (weighted with weights; zeros without intercept), centred
+    (n_samples, T) (times ``sqrt(w)`` with weights), projected (rank, T) ``Z = Uᵀ Y_c``.
     """
 
     y_mean: jax.Array
@@ -776,56 +855,120 @@ class _TargetCoordinates(NamedTuple):
 
 
 def _coordinates(basis: SpectralBasis, Y: jax.Array, fit_intercept: bool) -> _TargetCoordinates:
-    y_mean = kernels.column_mean(Y, fit_intercept)
-    centred = Y - y_mean
+    if basis.root_weights is None:
+        y_mean = kernels.column_mean(Y, fit_intercept)
+        centred = Y - y_mean
+    else:
+        root_weights = basis.root_weights[:, None]
+        y_mean = jnp.zeros((1, Y.shape[1]), dtype=Y.dtype)
+        if fit_intercept:
+            y_mean = jnp.sum(root_weights**2 * Y, axis=0, keepdims=True) / jnp.sum(root_weights**2)
+        centred = root_weights * (Y - y_mean)
     return _TargetCoordinates(y_mean, centred, basis.vectors.T @ centred)
+
+
+def _scored(
+    basis: SpectralBasis, Y: jax.Array, residual: jax.Array, rows: Any, score: str
+) -> jax.Array:
+    """Held-out scores of residuals (..., g, T) of the rows ``rows`` (weighted with weights,
+    where the residuals come times ``sqrt(w)``)."""
+    if basis.root_weights is None:
+        return score_columns(Y[rows], Y[rows] - residual, score)
+    root_weights = basis.root_weights[rows][:, None]
+    unscaled = jnp.where(
+        root_weights > 0, residual / jnp.where(root_weights > 0, root_weights, 1), 0
+    )
+    return score_columns(Y[rows], Y[rows] - unscaled, score, root_weights[:, 0] ** 2)
+
+
+def _outside(basis: SpectralBasis, targets: _TargetCoordinates, fit_intercept: bool):
+    """``R Y``: the part of the centred targets the basis leaves out (None when there is none)."""
+    if _has_residual_space(basis, fit_intercept):
+        return targets.centred - basis.vectors @ targets.projected
+    return None
+
+
+def _loo_residual(
+    basis: SpectralBasis,
+    factors: jax.Array,
+    inverse: jax.Array,
+    targets: _TargetCoordinates,
+    outside: jax.Array | None,
+) -> jax.Array:
+    """(n_samples, T) leave-one-out residuals at one alpha (``factors`` (rank,), ``inverse``
+    (n_samples,))."""
+    residual = basis.vectors @ (factors[:, None] * targets.projected)
+    if outside is not None:
+        residual = residual + outside
+    return inverse[:, None] * residual
 
 
 def _fold_residuals(
     basis: SpectralBasis,
-    operators: tuple[_FoldOperator, ...],
+    operators: tuple[_FoldOperator, ...] | tuple[_LooOperator],
     targets: _TargetCoordinates,
     folds: Any,
     fit_intercept: bool,
 ) -> list[tuple[np.ndarray, jax.Array]]:
     """Per fold, (test rows, (n_alphas, g, n_targets) held-out residuals ``(C_GG)⁻¹ (C Y)_G``).
 
-    Each fold's ``(C Y)_G`` for every alpha is one product (n_alphas g, rank) @ (rank, T).
+    Each fold's ``(C Y)_G`` for every alpha is one product (n_alphas g, rank) @ (rank, T);
+    leave-one-out's come one alpha at a time (:func:`_loo_residual`).
     """
-    centred, projected = targets.centred, targets.projected
-    outside = None
-    if _has_residual_space(basis, fit_intercept):
-        outside = centred - basis.vectors @ projected
+    outside = _outside(basis, targets, fit_intercept)
     if folds == LEAVE_ONE_OUT:
-        rows_list = [np.arange(centred.shape[0])]
-    else:
-        rows_list = [np.asarray(test) for _, test in folds]
-    residuals = []
-    for rows, operator in zip(rows_list, operators, strict=True):
-        n_alphas, size, rank = operator.scaled_rows.shape
-        residual = (operator.scaled_rows.reshape(n_alphas * size, rank) @ projected).reshape(
-            n_alphas, size, -1
+        (operator,) = operators
+        residuals = jax.lax.map(
+            lambda row: _loo_residual(basis, *row, targets, outside),
+            (operator.factors, operator.inverse),
         )
-        if folds == LEAVE_ONE_OUT:
-            if outside is not None:
-                residual = residual + operator.inverse[:, :, None] * outside[None]
-        else:
-            if outside is not None:
-                residual = residual + outside[rows]
-            residual = operator.inverse @ residual
-        residuals.append((rows, residual))
+        return [(np.arange(targets.centred.shape[0]), residuals)]
+    residuals = []
+    for (_, test), operator in zip(folds, operators, strict=True):
+        rows = np.asarray(test)
+        n_alphas, size, rank = operator.scaled_rows.shape
+        residual = operator.scaled_rows.reshape(n_alphas * size, rank) @ targets.projected
+        residual = residual.reshape(n_alphas, size, -1)
+        if outside is not None:
+            residual = residual + outside[rows]
+        residuals.append((rows, operator.inverse @ residual))
     return residuals
+
+
+def _heldout_scores(
+    basis: SpectralBasis,
+    operators: tuple[_FoldOperator, ...] | tuple[_LooOperator],
+    targets: _TargetCoordinates,
+    Y: jax.Array,
+    folds: Any,
+    fit_intercept: bool,
+    score: str,
+) -> jax.Array:
+    """(n_alphas, T) held-out score of every alpha, averaged over folds.
+
+    Leave-one-out scores each alpha's pooled residuals as they are formed (``lax.map``).
+    """
+    if folds == LEAVE_ONE_OUT:
+        (operator,) = operators
+        outside = _outside(basis, targets, fit_intercept)
+
+        def alpha_score(row: tuple[jax.Array, jax.Array]) -> jax.Array:
+            residual = _loo_residual(basis, *row, targets, outside)
+            return _scored(basis, Y, residual, slice(None), score)
+
+        return jax.lax.map(alpha_score, (operator.factors, operator.inverse))
+    fold_scores = [
+        _scored(basis, Y, residual, rows, score)
+        for rows, residual in _fold_residuals(basis, operators, targets, folds, fit_intercept)
+    ]
+    return jnp.mean(jnp.stack(fold_scores), axis=0)
 
 
 def _one_decomposition_batch(shared, Y, folds, fit_intercept, score, solver):
     """Per target batch: held-out scores of every alpha, each target's alpha, the refit."""
     basis, alphas, operators = shared
     targets = _coordinates(basis, Y, fit_intercept)
-    fold_scores = [
-        score_columns(Y[rows], Y[rows] - residual, score)
-        for rows, residual in _fold_residuals(basis, operators, targets, folds, fit_intercept)
-    ]
-    mean_scores = jnp.mean(jnp.stack(fold_scores), axis=0)
+    mean_scores = _heldout_scores(basis, operators, targets, Y, folds, fit_intercept, score)
     best_index = jnp.argmax(mean_scores, axis=0)
     solution = _refit(basis, targets.projected, alphas[best_index], solver)
     return mean_scores, best_index, solution, targets.y_mean[0]
@@ -834,11 +977,16 @@ def _one_decomposition_batch(shared, Y, folds, fit_intercept, score, solver):
 def _refit(
     basis: SpectralBasis, projected: jax.Array, best_alphas: jax.Array, solver: str
 ) -> jax.Array:
-    """Primal coefficients (n_features, T) or dual coefficients (n_samples, T) from ``Z``."""
+    """Primal coefficients (n_features, T) or dual coefficients (n_samples, T) from ``Z``.
+
+    With weights the dual coefficients of the rescaled problem are multiplied by ``sqrt(w)``,
+    so that ``coef = (X - weighted mean)ᵀ dual_coef`` as without weights.
+    """
     factors = _inverse_factors(basis, best_alphas[:, None]).T
     if solver == "primal":
         return basis.right @ (jnp.sqrt(basis.eigenvalues)[:, None] * factors * projected)
-    return basis.vectors @ (factors * projected)
+    dual = basis.vectors @ (factors * projected)
+    return dual if basis.root_weights is None else basis.root_weights[:, None] * dual
 
 
 # -- the per-fold route (folds that are not complements, and ridge_path) -------------------------
@@ -931,6 +1079,18 @@ def _indices(indices: Sequence[int], mesh: Any) -> jax.Array:
     deadlock on several simulated devices in float32.)
     """
     return replicate(np.asarray(indices), mesh, np.int32)
+
+
+def _small_offset(d: RidgeDecomposition) -> bool:
+    """Whether the design's mean is small beside its spread: ``n |mean|² <= trace(K)``.
+
+    Then predictions need not centre the design (``cross_kernel(centre_design=False)``): its
+    rounding grows by at most ``sqrt(1 + n |mean|² / trace(K)) <= sqrt(2)`` (with weights,
+    ``n`` is their sum).
+    """
+    spread = float(jnp.sum(d.basis.eigenvalues))
+    weights = d.n_samples if d.basis.root_weights is None else jnp.sum(d.basis.root_weights**2)
+    return float(weights * jnp.sum(d.feature_mean**2)) <= spread
 
 
 def _check_decomposition(decomposition: Any) -> RidgeDecomposition:
