@@ -9,11 +9,16 @@ subject 1), float32, scale=False (Brain-Score's mapping).
   over the float64 design): ``--sklearn-pls2-estimate`` instead times fits with 2 and 4
   iterations per component on the full problem and extrapolates to the real iteration counts
   (equal to v4jax's, same algorithm), labelled as an estimate.
-* PLS1 per target over components 1..25 with 5 contiguous folds: ``v4jax.solvers.pls.pls1_cv`` (all
-  targets, every count, refit with each target's count) vs a scikit-learn loop. The loop is
-  timed on ``--loop-targets`` targets and scaled linearly to all targets (stated in the output).
-  It is the loop's fast form: per target and fold ONE ``PLSRegression(25)`` fit, whose nested
-  rotations give the predictions of every count 1..25, plus one refit per target.
+* PLS1 per target over components 1..25 with 5 contiguous folds: ``v4jax.solvers.pls.pls1_cv``
+  (all targets, every count, refit with each target's count, coefficients formed) against its
+  peer in v4jax, ``ridge_cv`` over 17 alphas on the same data with the same folds (coefficients
+  formed too), the two timed interleaved so they see the same machine load; the headline is
+  ``pls1_cv`` time over ``ridge_cv`` time. A scikit-learn loop is timed on ``--loop-targets``
+  targets (0 skips it) and scaled linearly to all targets (stated in the output): per target
+  and fold ONE ``PLSRegression(25)`` fit, whose nested rotations give the predictions of every
+  count 1..25, plus one refit per target.
+
+``--skip-pls1`` / ``--skip-pls2`` run one half.
 
 v4jax runs once to compile (reported separately), then ``--repeats`` times (median). The script
 also measures the device's float32 matmul rate and reports the v4jax FLOP count and the fraction
@@ -40,6 +45,7 @@ import v4jax
 RESULTS = Path(__file__).resolve().parent / "results"
 N_COMPONENTS = 25
 N_FOLDS = 5
+RIDGE_ALPHAS = np.logspace(-2, 6, 17)  # ridge_cv's peer timing: the study's grid
 
 
 def make_problem(n_samples: int, n_features: int, n_targets: int, seed: int = 0):
@@ -73,22 +79,42 @@ def measure_matmul_rate(size: int = 4096, repeats: int = 5) -> float:
 
 
 def pls2_flops(n: int, p: int, q: int, k: int, total_iterations: int) -> float:
-    """Leading FLOPs of v4jax's kernel PLS2: kernel, power iterations, deflations, W and P."""
-    per_iteration = 4 * n * n + 4 * n * q  # K u and K (a - a_old); Yᵀt and Y c
-    per_component = 10 * n * n + 6 * n * q  # kernel deflation, Y deflation, scores
-    return 2 * n * n * p + total_iterations * per_iteration + k * per_component + 4 * n * p * k
+    """Leading FLOPs of v4jax's kernel PLS2: the kernel (2 n² p), its eigendecomposition
+    (9 n³), ``C = Fᵀ Y`` and ``S = C Cᵀ`` (4 n² q), one (n, n) matrix-vector product per power
+    iteration (2 n²), per component the matrix-vector products and rank-one/two deflations of
+    F, S, C and Y (~16 n² + 12 n q), and the weights and loadings ``Xᵀ [A T]`` (4 n p k)."""
+    per_component = 16 * n * n + 12 * n * q
+    return (
+        2 * n * n * p
+        + 9 * n**3
+        + 4 * n * n * q
+        + total_iterations * 2 * n * n
+        + k * per_component
+        + 4 * n * p * k
+    )
 
 
 def pls1_flops(n: int, p: int, q: int, k: int, folds: int) -> float:
-    """Leading FLOPs of v4jax's batched kernel PLS1 over counts 1..k, all folds and the refit."""
+    """Leading FLOPs of v4jax's spectral PLS1 (dual path) over counts 1..k, all folds and the
+    refit: the centred kernel (symmetric: n² p), per fold an eigendecomposition of the m x m
+    training kernel (9 m³, as bench_ridge counts it), its test kernel rotated (2 n_test m²),
+    ``Uᵀ Y`` (2 m² q), every target's Krylov Gram matrix as one GEMM (2 k² m q), the
+    prediction GEMM (2 n_test m k q) and its k x k contraction (2 n_test k² q); the refit does
+    the same on all n samples, then ``U α`` (2 n² q) and the coefficients ``Xᵀ a`` (2 n p q)."""
     n_test = n / folds
-    n_train = n - n_test
+    m = n - n_test
 
-    def recursion(m: float) -> float:
-        return k * (2 * m * m * q + 12 * m * k * q)  # K r, two Gram-Schmidt passes, residual
+    def gram_and_projection(rows: float) -> float:
+        return 9 * rows**3 + 2 * rows * rows * q + 2 * k * k * rows * q + 2 * k * rows * q
 
-    per_fold = recursion(n_train) + 2 * n_test * n_train * k * q + 2 * n_test * k * k * q
-    return 2 * n * n * p + folds * per_fold + recursion(n) + 2 * n * p * q
+    per_fold = (
+        gram_and_projection(m)
+        + 2 * n_test * m * m
+        + 2 * n_test * m * k * q
+        + 2 * n_test * k * k * q
+    )
+    refit = gram_and_projection(n) + 2 * n * k * q + 2 * n * n * q + 2 * n * p * q
+    return n * n * p + folds * per_fold + refit
 
 
 def timed(function, repeats: int) -> tuple[list[float], object]:
@@ -120,54 +146,16 @@ def sklearn_pls1_loop(X: np.ndarray, Y: np.ndarray, folds, n_components: int) ->
     return np.argmax(scores, axis=0) + 1
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--samples", type=int, default=1750)
-    parser.add_argument("--features", type=int, default=64896)
-    parser.add_argument("--targets", type=int, default=1550)
-    parser.add_argument("--shrink", type=float, default=1.0, help="divide features and targets")
-    parser.add_argument("--repeats", type=int, default=3, help="v4jax timed runs (median)")
-    parser.add_argument("--sklearn-repeats", type=int, default=1, help="scikit-learn PLS2 runs")
-    parser.add_argument("--loop-targets", type=int, default=2, help="targets timed in the loop")
-    parser.add_argument("--skip-sklearn-pls2", action="store_true")
-    parser.add_argument(
-        "--sklearn-pls2-estimate",
-        action="store_true",
-        help="estimate scikit-learn's PLS2 time from short fits (when one full fit is too long)",
-    )
-    args = parser.parse_args()
-
+def bench_pls2(args, X: np.ndarray, Y: np.ndarray, rate: float) -> dict:
+    """PLS2 with 25 components: v4jax, then scikit-learn timed in the same run (or estimated)."""
     import jax
     from sklearn.cross_decomposition import PLSRegression
 
-    from v4jax.solvers.engine.folds import make_folds
-    from v4jax.solvers.pls import pls1_cv, pls2_fit
+    from v4jax.solvers.pls import pls2_fit
 
-    n = args.samples
-    p = max(1, int(args.features / args.shrink))
-    q = max(1, int(args.targets / args.shrink))
-    print(
-        f"PLS benchmark: {n} samples x {p} features x {q} targets, float32, device "
-        f"{jax.devices()[0]}",
-        flush=True,
-    )
-    X, Y = make_problem(n, p, q)
-    rate = measure_matmul_rate()
-    print(f"float32 matmul rate: {rate / 1e9:.1f} GFLOP/s", flush=True)
-    summary: dict = {
-        "problem": {
-            "samples": n,
-            "features": p,
-            "targets": q,
-            "dtype": "float32",
-            "n_components": N_COMPONENTS,
-            "folds": N_FOLDS,
-            "scale": False,
-        },
-        "matmul_flops_per_s": rate,
-    }
+    n, p = X.shape
+    q = Y.shape[1]
 
-    # -- PLS2 ---------------------------------------------------------------------------------
     def v4jax_pls2():
         result = pls2_fit(X, Y, N_COMPONENTS)
         jax.block_until_ready(result.coef)
@@ -244,9 +232,66 @@ def main() -> None:
             f"predictions differ by {pls2['prediction_relative_difference']:.1e} (relative)",
             flush=True,
         )
-    summary["pls2"] = pls2
+    return pls2
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--samples", type=int, default=1750)
+    parser.add_argument("--features", type=int, default=64896)
+    parser.add_argument("--targets", type=int, default=1550)
+    parser.add_argument("--shrink", type=float, default=1.0, help="divide features and targets")
+    parser.add_argument("--repeats", type=int, default=3, help="v4jax timed runs (median)")
+    parser.add_argument("--sklearn-repeats", type=int, default=1, help="scikit-learn PLS2 runs")
+    parser.add_argument("--loop-targets", type=int, default=2, help="targets timed in the loop")
+    parser.add_argument("--skip-sklearn-pls2", action="store_true")
+    parser.add_argument("--skip-pls2", action="store_true", help="PLS1 and ridge_cv only")
+    parser.add_argument("--skip-pls1", action="store_true", help="PLS2 only")
+    parser.add_argument(
+        "--sklearn-pls2-estimate",
+        action="store_true",
+        help="estimate scikit-learn's PLS2 time from short fits (when one full fit is too long)",
+    )
+    args = parser.parse_args()
+
+    import jax
+
+    from v4jax import ridge_cv
+    from v4jax.solvers.engine.folds import make_folds
+    from v4jax.solvers.pls import pls1_cv
+
+    n = args.samples
+    p = max(1, int(args.features / args.shrink))
+    q = max(1, int(args.targets / args.shrink))
+    print(
+        f"PLS benchmark: {n} samples x {p} features x {q} targets, float32, device "
+        f"{jax.devices()[0]}",
+        flush=True,
+    )
+    X, Y = make_problem(n, p, q)
+    rate = measure_matmul_rate()
+    print(f"float32 matmul rate: {rate / 1e9:.1f} GFLOP/s", flush=True)
+    summary: dict = {
+        "problem": {
+            "samples": n,
+            "features": p,
+            "targets": q,
+            "dtype": "float32",
+            "n_components": N_COMPONENTS,
+            "folds": N_FOLDS,
+            "scale": False,
+        },
+        "matmul_flops_per_s": rate,
+    }
+
+    # -- PLS2 ---------------------------------------------------------------------------------
+    if not args.skip_pls2:
+        summary["pls2"] = bench_pls2(args, X, Y, rate)
 
     # -- PLS1 per target ----------------------------------------------------------------------
+    if args.skip_pls1:
+        _write(summary, n, p, q)
+        return
     grid = range(1, N_COMPONENTS + 1)
 
     def v4jax_pls1():
@@ -254,23 +299,47 @@ def main() -> None:
         jax.block_until_ready(result.coef)
         return result
 
+    def v4jax_ridge():
+        result = ridge_cv(X, Y, RIDGE_ALPHAS, cv=N_FOLDS)
+        jax.block_until_ready((result.best_alphas, result.coef))
+        return result
+
     first, result = timed(v4jax_pls1, 1)
-    times, result = timed(v4jax_pls1, args.repeats)
+    ridge_first, _ = timed(v4jax_ridge, 1)
+    times, ridge_times = [], []
+    for _ in range(args.repeats):  # interleaved, so both see the same machine load
+        times += timed(v4jax_pls1, 1)[0]
+        ridge_times += timed(v4jax_ridge, 1)[0]
     flops = pls1_flops(n, p, q, N_COMPONENTS, N_FOLDS)
+    ridge_median = statistics.median(ridge_times)
     pls1 = {
         "v4jax_first_call_s": first[0],
         "v4jax_times_s": times,
         "v4jax_median_s": statistics.median(times),
         "v4jax_flops": flops,
         "v4jax_fraction_of_matmul_rate": flops / statistics.median(times) / rate,
+        "ridge_cv_first_call_s": ridge_first[0],
+        "ridge_cv_times_s": ridge_times,
+        "ridge_cv_median_s": ridge_median,
+        "pls1_over_ridge": statistics.median(times) / ridge_median,
     }
     print(
-        f"PLS1 v4jax (all {q} targets, counts 1..25, {N_FOLDS} folds, refit): median "
+        f"PLS1 v4jax (all {q} targets, counts 1..25, {N_FOLDS} folds, refit with coef): median "
         f"{pls1['v4jax_median_s']:.2f} s over {args.repeats} (first call {first[0]:.2f} s), "
         f"{flops / 1e9:.0f} GFLOP, {100 * pls1['v4jax_fraction_of_matmul_rate']:.0f}% of the "
         "matmul rate",
         flush=True,
     )
+    print(
+        f"ridge_cv ({len(RIDGE_ALPHAS)} alphas, {N_FOLDS} folds, refit with coef), same data, "
+        f"interleaved: median {ridge_median:.2f} s -> pls1_cv / ridge_cv = "
+        f"{pls1['pls1_over_ridge']:.2f}x",
+        flush=True,
+    )
+    if args.loop_targets == 0:
+        summary["pls1"] = pls1
+        _write(summary, n, p, q)
+        return
     loop_targets = min(args.loop_targets, q)
     folds = make_folds(N_FOLDS, n)
     start = time.perf_counter()
@@ -296,6 +365,13 @@ def main() -> None:
         flush=True,
     )
     summary["pls1"] = pls1
+
+    _write(summary, n, p, q)
+
+
+def _write(summary: dict, n: int, p: int, q: int) -> None:
+    """Add the machine description and write the JSON atomically."""
+    import jax
 
     summary["machine"] = {
         "platform": platform.platform(),
