@@ -5,14 +5,16 @@ Problem (defaults): 1,750 training + 120 validation images, conv3-like feature m
 factorised read-out (Gaussian RF x channel weights) plus noise. Both methods run on the default
 JAX device (CPU here, the GPU when one is present):
 
-* readout: ``v4jax.solvers.readout.fit_readout`` (Gaussian RFs, grid-search init, Adam with early
-  stopping, the default 3-value penalty grid, every voxel x penalty pair trained).
+* readout: ``v4jax.solvers.readout.fit_readout`` (Gaussian RFs, Adam with early stopping),
+  started from fwRF's closed-form answer (``--init fwrf``, the default: each voxel's own fwRF
+  penalty, at most 80 Adam steps) or from the former grid search (``--init grid``: the 3-value
+  penalty grid, every voxel x penalty pair trained, at most 600 steps).
 * ridge: ``v4jax.ridge_cv`` on the flattened features (64,896), 17 alphas, 5 folds.
 
 Each method runs ``--repeats`` times (the first includes compilation; the median is reported)
 and is scored by validation r against the noisy responses and the RF centre error (read-out).
-``--quick`` runs a small shape; ``--max-steps`` caps Adam. The table goes to stdout and the JSON
-to ``benchmarks/results/readout_<tag>.json``.
+``--quick`` runs a small shape; ``--max-steps`` caps Adam (default: the read-out's own). The
+table goes to stdout and the JSON to ``benchmarks/results/readout_<tag>.json``.
 """
 
 from __future__ import annotations
@@ -81,7 +83,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--width", type=int, default=13)
     parser.add_argument("--channels", type=int, default=384)
     parser.add_argument("--voxels", type=int, default=1550)
-    parser.add_argument("--max-steps", type=int, default=600)
+    parser.add_argument("--max-steps", type=int, default=None)
+    parser.add_argument("--init", choices=("fwrf", "grid"), default="fwrf")
     parser.add_argument("--voxel-batch-size", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--skip-ridge", action="store_true", help="time the read-out only")
@@ -102,6 +105,7 @@ def main(argv=None) -> dict:
             train,
             Y_train,
             key=jax.random.key(0),
+            init=args.init,
             max_steps=args.max_steps,
             voxel_batch_size=args.voxel_batch_size,
             progress=True,
@@ -152,6 +156,7 @@ def main(argv=None) -> dict:
             "voxels": args.voxels,
         },
         "max_steps": args.max_steps,
+        "init": args.init,
         "voxel_batch_size": args.voxel_batch_size,
         "penalty_grid": {k: list(v) for k, v in result.penalty_grid.items()},
         "repeats": args.repeats,

@@ -194,7 +194,7 @@ def test_bad_input_messages():
     with pytest.raises(ValueError, match="Y contains 1 NaN"):
         fit_readout(features, bad, key=key)
     with pytest.raises(ValueError, match="fitted on"):
-        fake = fit_readout(features, Y, key=key, max_steps=1, progress=False)
+        fake = fit_readout(features, Y, key=key, init="grid", max_steps=1, progress=False)
         predict_readout(fake, features[:, :4])
     with pytest.raises(ValueError, match="not fitted"):
         FactorisedReadout().predict(features)
@@ -231,3 +231,26 @@ def test_synthetic_vim1_recovery_and_ridge_comparison():
     assert np.median(errors[signal]) < 1.0
     assert readout_r[signal].mean() > ridge_r[signal].mean()
     assert np.median(readout_r[signal] - ridge_r[signal]) > 0
+
+
+@pytest.mark.slow
+def test_starts_from_fwrf_and_only_refines():
+    """init="fwrf": the start is fwrf_cv's answer on the standardised training split."""
+    from v4jax import fwrf_cv
+
+    features, Y, _, centres = _factorised_problem(seed=6, n_images=200, n_voxels=5, snr=4.0)
+    result = fit_readout(features, Y, key=jax.random.key(1), max_steps=20, progress=False)
+    train = result.train_index
+    F = features.reshape(200, -1, 6).astype(np.float64)
+    mean, std = F[train].mean(axis=(0, 1)), F[train].std(axis=(0, 1))
+    Z = (Y[train] - Y[train].mean(0)) / Y[train].std(0)
+    maps = ((F[train] - mean) / std).reshape(len(train), 8, 8, 6)
+    reference = fwrf_cv(maps.astype(np.float32), Z.astype(np.float32))
+    np.testing.assert_allclose(result.init_centres, reference.centres)
+    np.testing.assert_allclose(result.init_sizes, reference.sizes, rtol=1e-6)
+    expected_penalty = np.asarray(reference.best_alphas) / len(train)
+    np.testing.assert_allclose(result.penalties["weight"], expected_penalty, rtol=1e-4)
+    assert set(result.penalty_grid["weight"]) == set(result.penalties["weight"].tolist())
+    assert np.mean(result.heldout_r) >= np.mean(result.init_r) - 0.02  # refines, keeps the best
+    assert np.median(np.linalg.norm(result.rf_centres - centres, axis=1)) < 0.6
+    assert result.history[0]["step"][-1] <= 20

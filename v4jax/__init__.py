@@ -33,6 +33,7 @@ from v4jax.metrics import (
 from v4jax.solvers.banded import BandedRidgeCVResult, banded_ridge_cv
 from v4jax.solvers.engine.folds import make_folds
 from v4jax.solvers.estimators import PLS1CV, BandedRidgeCV, PLSRegression, RidgeCV
+from v4jax.solvers.fwrf import FwRFCVResult, fwrf_cv, pooled_designs
 from v4jax.solvers.pls import (
     PLS1CVResult,
     PLS2CVResult,
@@ -60,6 +61,7 @@ __all__ = [
     "BandedRidgeCV",
     "BandedRidgeCVResult",
     "FactorisedReadout",
+    "FwRFCVResult",
     "PLS1CVResult",
     "PLS2CVResult",
     "PLS2Result",
@@ -79,6 +81,7 @@ __all__ = [
     "extract",
     "extract_to_hdf5",
     "fit_readout",
+    "fwrf_cv",
     "heldout_predictions",
     "init_params",
     "load_weights",
@@ -92,6 +95,7 @@ __all__ = [
     "pls1_path",
     "pls2_cv",
     "pls2_fit",
+    "pooled_designs",
     "predict_readout",
     "prepare_images",
     "prepare_ridge",

@@ -15,10 +15,13 @@ Fitting (:func:`fit_readout`):
 
 1. A held-out split (``heldout_fraction`` of the images, drawn with ``key``) is set aside;
    channels are standardised and responses z-scored on the training split.
-2. Initialisation by a coarse grid search: for Gaussian sizes ``init_sizes`` and centres on a
-   grid of cells, the feature map is pooled by that Gaussian and ridge (three penalties) is
-   fitted on the training split for every voxel at once; each voxel starts from the (centre,
-   size, channel weights) with the best held-out correlation.
+2. Initialisation (``init``): by default (``"fwrf"``) from :func:`v4jax.fwrf_cv` on the training
+   split, the closed-form feature-weighted receptive field with its default grid (every cell
+   centre x 3 sizes x 5 alphas, 5-fold): each voxel starts from its field, channel weights
+   and intercept, and (for Gaussian maps without a ``penalties`` grid) keeps its own weight
+   penalty ``alpha / n_train``, so Adam only refines the fwRF optimum. ``"grid"`` is the
+   former coarse grid search: for Gaussian sizes ``init_sizes`` and centres on a grid of
+   cells, ridge (three penalties) on the pooled map, chosen by held-out correlation.
 3. Every combination of the penalty grids is trained for every voxel at once (a voxel x penalty
    pair is one independent problem) with full-batch Adam (optax) on the training split; the
    held-out error is checked every ``eval_every`` steps, each pair keeps its best parameters,
@@ -54,6 +57,9 @@ DEFAULT_PENALTIES = {
     "free": {"weight": (1e-2,), "map": (1e-3,), "smoothness": (1e-3, 1e-2, 1e-1)},
 }
 INIT_RIDGE_PENALTIES = (1e-2, 1e-1, 1.0)
+INITS = ("fwrf", "grid")
+# Adam steps at most: from the grid search, and from fwRF's closed-form optimum (refining only).
+MAX_STEPS = {"grid": 600, "fwrf": 80}
 MIN_LOG_SIZE = float(np.log(0.2))
 Params = dict[str, jax.Array]
 
@@ -71,7 +77,8 @@ class ReadoutResult:
       bias: (V,) bias in the units of the responses.
       spatial: "gaussian" or "free".
       penalties: name -> (V,) the penalties chosen for each voxel.
-      penalty_grid: name -> the grid each penalty was chosen from.
+      penalty_grid: name -> the grid each penalty was chosen from (with fwRF's per-voxel
+        weight penalties: their distinct values).
       heldout_r: (V,) Pearson r of the chosen model on the held-out split.
       best_step: (V,) Adam step of the chosen parameters (0: the grid-search initialisation).
       init_centres: (V, 2) centres from the grid search. init_sizes: (V,) their sizes.
@@ -187,10 +194,11 @@ def fit_readout(
     *,
     key: Any,
     spatial: str = "gaussian",
+    init: str = "fwrf",
     penalties: dict[str, Sequence[float]] | None = None,
     heldout_fraction: float = 0.15,
     learning_rate: float = 0.03,
-    max_steps: int = 600,
+    max_steps: int | None = None,
     eval_every: int = 10,
     patience: int = 5,
     init_sizes: Sequence[float] | None = None,
@@ -205,11 +213,16 @@ def fit_readout(
       Y: (N, V) responses (or (N,)); no NaN (drop or impute such voxels first).
       key: ``jax.random.key`` that draws the held-out split (the only randomness).
       spatial: "gaussian" (centre + log-size) or "free" (a map per voxel).
+      init: "fwrf" (start from :func:`v4jax.fwrf_cv` on the training split) or "grid" (the
+        coarse grid search; see the module docstring).
       penalties: grids per penalty name (``weight``; free maps also ``map`` and
-        ``smoothness``); every combination is tried per voxel. Default ``DEFAULT_PENALTIES``.
+        ``smoothness``); every combination is tried per voxel. Default: for Gaussian maps
+        started from fwRF, each voxel's own fwRF penalty (``alpha / n_train``, one per voxel);
+        otherwise ``DEFAULT_PENALTIES``.
       heldout_fraction: fraction of images held out for early stopping and penalty choice.
       learning_rate: Adam step size (parameters are in cells and z-scored units).
-      max_steps: most Adam steps. eval_every: steps between held-out checks.
+      max_steps: most Adam steps (default ``MAX_STEPS[init]``: 80 from fwRF, 600 from the
+        grid). eval_every: steps between held-out checks.
       patience: checks without improvement of any voxel before stopping.
       init_sizes: Gaussian sigmas (cells) of the initial grid search; default 4 values
         log-spaced from 0.5 to max(H, W) / 4.
@@ -230,12 +243,16 @@ def fit_readout(
     Y = _validation.as_2d_float(Y, "Y", allow_1d=True)
     _validation.check_same_samples(features, Y, ("features", "Y"))
     _validation.check_choice(spatial, "spatial", SPATIAL_MODELS)
+    _validation.check_choice(init, "init", INITS)
     key = _check_key(key)
+    per_voxel_penalty = init == "fwrf" and spatial == "gaussian" and penalties is None
     grid = _penalty_grid(spatial, penalties)
     _check_fraction(heldout_fraction)
     if not np.isfinite(learning_rate) or learning_rate <= 0:
         raise ValueError(f"learning_rate must be a positive number, got {learning_rate!r}.")
-    max_steps = _validation.check_positive_int(max_steps, "max_steps")
+    max_steps = _validation.check_positive_int(
+        MAX_STEPS[init] if max_steps is None else max_steps, "max_steps"
+    )
     eval_every = _validation.check_positive_int(eval_every, "eval_every")
     patience = _validation.check_positive_int(patience, "patience")
     voxel_batch_size = _validation.check_positive_int(voxel_batch_size, "voxel_batch_size")
@@ -263,9 +280,14 @@ def fit_readout(
     F_train, F_held = F[train_index], F[heldout_index]
     Z_train, Z_held = Z[train_index], Z[heldout_index]
 
-    init = _grid_search_init(F_train, F_held, Z_train, Z_held, map_shape, sizes, stride)
+    if init == "fwrf":
+        initial = _fwrf_init(F_train, F_held, Z_train, Z_held, map_shape)
+        if per_voxel_penalty:
+            grid = {"weight": tuple(float(v) for v in np.unique(initial.penalty))}
+    else:
+        initial = _grid_search_init(F_train, F_held, Z_train, Z_held, map_shape, sizes, stride)
     combos = list(itertools.product(*grid.values()))
-    n_combos = len(combos)
+    n_combos = 1 if per_voxel_penalty else len(combos)
     combo_values = jnp.asarray(np.array(combos, dtype=np.float64).T, dtype=dtype)
 
     n_voxels = Y.shape[1]
@@ -276,11 +298,15 @@ def fit_readout(
     for start in tqdm(starts, desc="readout voxel batches", disable=not show):
         voxels = np.arange(start, min(start + voxel_batch_size, n_voxels))
         # Pair p = combo * n_batch + voxel: each voxel repeated once per penalty combination.
-        pairs = np.tile(voxels, n_combos)
-        pair_penalties = {
-            name: jnp.repeat(combo_values[i], voxels.size) for i, name in enumerate(grid)
-        }
-        params = _initial_params(init, pairs, spatial, map_shape)
+        if per_voxel_penalty:
+            pairs = voxels
+            pair_penalties = {"weight": jnp.asarray(initial.penalty[voxels], dtype=dtype)}
+        else:
+            pairs = np.tile(voxels, n_combos)
+            pair_penalties = {
+                name: jnp.repeat(combo_values[i], voxels.size) for i, name in enumerate(grid)
+            }
+        params = _initial_params(initial, pairs, spatial, map_shape)
         fitted = _train(
             params, float(learning_rate), pair_penalties, F_train, Z_train[:, pairs], F_held,
             Z_held[:, pairs], map_shape, max_steps, eval_every, patience,
@@ -296,6 +322,13 @@ def fit_readout(
 
     chosen = jax.tree.map(lambda *leaves: jnp.concatenate(leaves), *chosen_parts)
     chosen_combo = np.asarray(jnp.concatenate(chosen_combo))
+    if per_voxel_penalty:
+        chosen_penalties = {"weight": np.asarray(initial.penalty, dtype=np.float64)}
+    else:
+        chosen_penalties = {
+            name: np.asarray(np.array(combos)[chosen_combo, i], dtype=np.float64)
+            for i, name in enumerate(grid)
+        }
     maps = spatial_maps(chosen, map_shape)
     heldout_pred = readout_predict(chosen, F_held, map_shape)
     heldout_r = pearson_columns(Z_held, heldout_pred)
@@ -310,16 +343,13 @@ def fit_readout(
         channel_weights=np.asarray(weights),
         bias=np.asarray(bias),
         spatial=spatial,
-        penalties={
-            name: np.asarray(np.array(combos)[chosen_combo, i], dtype=np.float64)
-            for i, name in enumerate(grid)
-        },
+        penalties=chosen_penalties,
         penalty_grid={name: tuple(values) for name, values in grid.items()},
         heldout_r=np.asarray(heldout_r),
         best_step=np.asarray(jnp.concatenate(best_step)),
-        init_centres=np.asarray(init.centres),
-        init_sizes=np.asarray(init.sizes),
-        init_r=np.asarray(init.r),
+        init_centres=np.asarray(initial.centres),
+        init_sizes=np.asarray(initial.sizes),
+        init_r=np.asarray(initial.r),
         train_index=np.asarray(train_index),
         heldout_index=np.asarray(heldout_index),
         history=tuple(history),
@@ -396,6 +426,32 @@ class _Init:
     weights: jax.Array
     bias: jax.Array
     r: jax.Array
+    penalty: np.ndarray | None = None
+
+
+def _fwrf_init(
+    F_train: jax.Array,
+    F_held: jax.Array,
+    Z_train: jax.Array,
+    Z_held: jax.Array,
+    map_shape: tuple[int, int],
+) -> _Init:
+    """Each voxel's fwRF optimum on the training split (its default grid, 5-fold), with its
+    weight penalty in the read-out's units (``alpha / n_train``: the loss is a mean)."""
+    from v4jax.solvers.fwrf import fwrf_cv
+
+    n_train, _, n_channels = F_train.shape
+    maps = F_train.reshape(n_train, *map_shape, n_channels)
+    result = fwrf_cv(maps, Z_train, cv=5)
+    dtype = F_train.dtype
+    centres = jnp.asarray(result.centres, dtype=dtype)
+    sizes = jnp.asarray(result.sizes, dtype=dtype)
+    weights = jnp.asarray(np.asarray(result.coef).T, dtype=dtype)
+    bias = jnp.asarray(np.asarray(result.intercept), dtype=dtype)
+    params = {"centre": centres, "log_size": jnp.log(sizes), "weights": weights, "bias": bias}
+    r = pearson_columns(Z_held, _predict_jit(params, F_held, map_shape))
+    penalty = np.asarray(result.best_alphas, dtype=np.float64) / n_train
+    return _Init(centres, sizes, weights, bias, r, penalty)
 
 
 def _grid_search_init(
