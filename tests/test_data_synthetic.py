@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 
 import h5py
@@ -9,11 +10,17 @@ import numpy as np
 import pytest
 import scipy.io
 
-from v4jax.data import make_synthetic_vim1, simulate_vim1
+from v4jax.data import load_vim1, make_synthetic_vim1, simulate_vim1
 from v4jax.data import synthetic as synthetic_module
 from v4jax.data._format import S1_ROI_COUNTS
 from v4jax.data.features import filter_bank_features
 from v4jax.data.synthetic import allocate_roi_counts
+from v4jax.pipeline.cli import (
+    DEMO_SHARED_FRACTION,
+    DEMO_SHARED_NOISE_FRACTION,
+    DEMO_SNR,
+    DEMO_VOXELS_PER_SUBJECT,
+)
 
 SMALL = {"n_train": 60, "n_val": 12, "n_voxels": 90, "seed": 3}
 
@@ -211,6 +218,120 @@ def test_custom_feature_fn_defines_the_ground_truth():
     assert sim.subjects[1].channel_weights.shape == (SMALL["n_voxels"], 1)
     with pytest.raises(ValueError, match="feature maps"):
         simulate_vim1(feature_fn=lambda images: images, **SMALL)
+
+
+def _block_luminance(images: np.ndarray) -> np.ndarray:
+    """(N, 8, 8, 2): mean and mean square of the luminance of 16 px cells."""
+    cells = images.astype(np.float64).reshape(-1, 8, 16, 8, 16)
+    return np.stack([cells.mean(axis=(2, 4)), (cells**2).mean(axis=(2, 4))], -1).astype("f4")
+
+
+def test_a_hierarchy_of_sources_with_a_shared_component_recomputes_in_numpy(tmp_path):
+    """V1 reads the filter bank, V4 block luminance; each signal voxel mixes its own read-out
+    (variance 1 - f) with its ROI's shared one (variance f), recomputed here in float64."""
+    f = 0.4
+    files = make_synthetic_vim1(
+        tmp_path, n_train=150, n_val=30, n_voxels=250, subjects=(1,), seed=9,
+        snr=(50.0, 100.0), signal_fraction=1.0, signal_rois=(1, 6),
+        feature_sources={"bank": filter_bank_features, "luminance": _block_luminance},
+        roi_sources={1: "bank", 6: "luminance"}, shared_fraction=f, all_nan_fraction=0.0,
+        partial_nan_fraction=0.0, progress=False,
+    )  # fmt: skip
+    stimuli = scipy.io.loadmat(files.stimuli)
+    images = np.concatenate([stimuli["stimTrn"], stimuli["stimVal"]])
+    with h5py.File(files.ground_truth, "r") as truth:
+        assert json.loads(truth.attrs["feature_sources"]) == ["bank", "luminance"]
+        assert json.loads(truth.attrs["roi_sources"]) == {"V1": "bank", "V4": "luminance"}
+        group = truth["S1"]
+        codes, source = group["roi_codes"][...], group["feature_source"][...]
+        np.testing.assert_array_equal(source, np.where(codes == 6, 1, 0))
+        stored = np.concatenate([group["noise_free_train"][...], group["noise_free_val"][...]])
+        responses = np.concatenate(
+            [load_vim1(tmp_path, 1, "V4").resp_train, load_vim1(tmp_path, 1, "V4").resp_val]
+        )
+        for roi, code, function, index in (("V1", 1, filter_bank_features, 0),
+                                            ("V4", 6, _block_luminance, 1)):  # fmt: skip
+            features = function(images).astype(np.float64)
+            sub = truth[f"sources/{json.loads(truth.attrs['feature_sources'])[index]}"]
+            standardised = (features - sub["feature_mean"][...]) / sub["feature_std"][...]
+            height, width, n_channels = standardised.shape[1:]
+            rows, columns = np.meshgrid(np.arange(height), np.arange(width), indexing="ij")
+            shared = group[f"shared_signal/{roi}"][...]
+            np.testing.assert_allclose([shared.mean(), shared.std()], [0, 1], atol=1e-9)
+            for voxel in np.flatnonzero(codes == code)[:4]:
+                centre = group["rf_centre_cells"][voxel]
+                rf = np.exp(-((rows - centre[0]) ** 2 + (columns - centre[1]) ** 2)
+                            / (2 * group["rf_size_cells"][voxel] ** 2))  # fmt: skip
+                weights = group["channel_weights"][voxel].astype(np.float64)
+                assert np.all(weights[n_channels:] == 0)
+                own = np.einsum("nhwc,hw,c->n", standardised, rf / rf.sum(), weights[:n_channels])
+                signal = np.sqrt(1 - f) * (own - own.mean()) / own.std() + np.sqrt(f) * shared
+                expected = (signal - group["response_offset"][voxel]) / group["response_scale"][
+                    voxel
+                ]
+                error = np.linalg.norm(stored[:, voxel] - expected) / np.linalg.norm(expected)
+                assert error < 1e-4, (roi, voxel, error)  # float32 pooling
+        # The ROI average is predictable: it follows the shared component.
+        average = responses.mean(axis=1)
+        assert np.corrcoef(average, group["shared_signal/V4"][...])[0, 1] > 0.8
+    with pytest.raises(ValueError, match="roi_sources"):
+        simulate_vim1(**SMALL, feature_sources={"a": _block_luminance}, roi_sources={6: "b"})
+    with pytest.raises(ValueError, match="shared_fraction"):
+        simulate_vim1(**SMALL, shared_fraction=1.0)
+    with pytest.raises(ValueError, match="shared_noise_fraction"):
+        simulate_vim1(**SMALL, shared_noise_fraction=-0.1)
+
+
+def _roi_average_r2(
+    responses: np.ndarray,
+    noise_free: np.ndarray,
+    roi_codes: np.ndarray,
+    snr: np.ndarray,
+    shared_noise_fraction: float,
+) -> tuple[float, float]:
+    """(empirical r² of the noisy V4 average against the noise-free one, the value
+    a² / (a² + b²) + O(1 / M) the module docstring predicts from the ground-truth SNRs)."""
+    voxels = (roi_codes == 6) & ~np.isnan(responses).any(axis=0)
+    assert voxels.sum() > 80
+    empirical = np.corrcoef(responses[:, voxels].mean(1), noise_free[:, voxels].mean(1))[0, 1]
+    share = snr[voxels] / (1 + snr[voxels])
+    f, g = DEMO_SHARED_FRACTION, shared_noise_fraction
+    signal_var = f * np.sqrt(share).sum() ** 2 + (1 - f) * share.sum()
+    noise_var = g * np.sqrt(1 - share).sum() ** 2 + (1 - g) * (1 - share).sum()
+    return float(empirical**2), float(signal_var / (signal_var + noise_var))
+
+
+def test_demo_roi_average_is_about_as_predictable_as_on_the_real_data(tmp_path):
+    """The original study's V4 average reached r² 0.20: the demo's ROI-shared noise brings the
+    best achievable r² of its V4 average near that (without it, ~0.95). Read from the files."""
+    settings = dict(
+        n_train=600, n_val=120, n_voxels=DEMO_VOXELS_PER_SUBJECT, subjects=(1,), seed=21,
+        snr=DEMO_SNR, signal_rois=(6,), shared_fraction=DEMO_SHARED_FRACTION,
+    )  # fmt: skip
+    g = DEMO_SHARED_NOISE_FRACTION
+    files = make_synthetic_vim1(tmp_path, shared_noise_fraction=g, progress=False, **settings)
+    with h5py.File(files.ground_truth, "r") as truth, h5py.File(files.responses, "r") as data:
+        assert truth.attrs["shared_noise_fraction"] == g
+        group = truth["S1"]
+        responses = np.concatenate([data["dataTrnS1"][...], data["dataValS1"][...]])
+        noise_free = np.concatenate([group["noise_free_train"][...], group["noise_free_val"][...]])
+        roi_codes, snr = group["roi_codes"][...], group["snr"][...]
+        shared_noise = group["shared_noise/V4"][...]
+    empirical, predicted = _roi_average_r2(responses, noise_free, roi_codes, snr, g)
+    # Over seeds the empirical value spreads ~0.15-0.30 (the voxels' own read-outs of one
+    # source correlate, which the formula ignores), all near the real V4 average's 0.20.
+    assert 0.15 < predicted < 0.35 and 0.1 < empirical < 0.35
+    # The stored fluctuation is the part of the noise that survives the V4 average.
+    v4 = (roi_codes == 6) & ~np.isnan(responses).any(axis=0)
+    noise_average = (responses[:, v4] - noise_free[:, v4]).mean(axis=1)
+    assert np.corrcoef(noise_average, shared_noise)[0, 1] > 0.95
+    truth = simulate_vim1(**settings).subjects[1]
+    empirical, predicted = _roi_average_r2(
+        np.concatenate([truth.resp_train, truth.resp_val]),
+        np.concatenate([truth.noise_free_train, truth.noise_free_val]),
+        truth.roi_codes, truth.snr, 0.0,
+    )  # fmt: skip
+    assert predicted > 0.85 and abs(empirical - predicted) < 0.05
 
 
 @pytest.mark.parametrize(

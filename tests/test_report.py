@@ -204,3 +204,66 @@ def test_missing_or_unreadable_files_and_bad_formats_are_refused(tmp_path, fake_
         summary_table(not_hdf5)
     with pytest.raises(ValueError, match="formats"):
         make_figures(fake_results, tmp_path / "figures", formats=("bmpx",))
+
+
+def _fake_sweep(path, rng, with_ceiling=True):
+    """A sweep results file of 3 layers x 2 methods over 40 voxels of V1, V4 and "other"."""
+    layers, n_voxels = ("conv1", "conv3", "fc6"), 40
+    codes = rng.choice([0, 1, 6], n_voxels)
+    val_r = rng.uniform(-0.2, 0.9, (2, len(layers), n_voxels))
+    valid = np.ones(n_voxels, np.uint8)
+    valid[3] = 0
+    val_r[:, :, 3] = np.nan
+    ceiling = rng.uniform(0.3, 1.0, n_voxels) * (rng.random(n_voxels) < 0.8)
+    settings = {"methods": ["pls", "ridge"], "layers": [{"name": layer} for layer in layers]}
+    with h5py.File(path, "w") as handle:
+        handle.attrs["settings"] = json.dumps(settings)
+        handle["roi_codes"] = codes
+        handle["valid"] = valid
+        if with_ceiling:
+            handle["noise_ceiling_r"] = ceiling
+        for m, method in enumerate(settings["methods"]):
+            for index, layer in enumerate(layers):
+                handle[f"{layer}/{method}/val_r"] = val_r[m, index]
+    return layers, codes, val_r, valid.astype(bool), ceiling
+
+
+def test_sweep_summary_equals_numpy_and_the_layer_roi_figure_is_drawn(tmp_path):
+    from v4jax.pipeline.report import format_layer_sweep, make_sweep_figures, sweep_summary
+
+    rng = np.random.default_rng(21)
+    path = tmp_path / "sweep.h5"
+    layers, codes, val_r, valid, ceiling = _fake_sweep(path, rng)
+    summary = sweep_summary(path)
+    assert summary["method"] == "ridge" and summary["score"] == "val_r"
+    assert summary["layers"] == list(layers) and summary["rois"] == ["V1", "V4", "other"]
+    for roi, code in (("V1", 1), ("V4", 6), ("other", 0)):
+        voxels = valid & (codes == code)
+        assert summary["n_voxels"][roi] == voxels.sum()
+        for method, m in (("pls", 0), ("ridge", 1)):
+            expected = np.median(val_r[m][:, voxels], axis=1)
+            got = [summary["by_method"][method][roi][layer] for layer in layers]
+            np.testing.assert_allclose(got, expected, rtol=1e-12)
+        ridge = val_r[1][:, voxels]
+        assert summary["best_layer"][roi] == layers[int(np.argmax(np.median(ridge, axis=1)))]
+        winners = np.argmax(ridge, axis=0)
+        for index, layer in enumerate(layers):
+            fraction = summary["best_layer_per_voxel"][roi][layer]
+            assert fraction == pytest.approx(np.mean(winners == index), abs=1e-12)
+        known = voxels & (ceiling > 0)
+        normalised = val_r[1][:, known] / ceiling[known]
+        quartiles = np.percentile(normalised, [25, 50, 75], axis=1)
+        for index, layer in enumerate(layers):
+            entry = summary["ceiling_normalised"][roi][layer]
+            np.testing.assert_allclose(
+                [entry["q25"], entry["median"], entry["q75"]], quartiles[:, index], rtol=1e-12
+            )
+    table = format_layer_sweep(summary)
+    assert table.splitlines()[1].split() == ["ROI", "voxels", *layers, "best", "layer"]
+    written = make_sweep_figures(path, tmp_path / "figures")
+    assert [p.name for p in written] == ["layer_roi.png", "layer_roi.pdf"]
+    assert written[0].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    _fake_sweep(tmp_path / "real.h5", rng, with_ceiling=False)
+    assert sweep_summary(tmp_path / "real.h5")["ceiling_normalised"] is None
+    with pytest.raises(FileNotFoundError, match="v4jax sweep"):
+        sweep_summary(tmp_path / "missing.h5")

@@ -169,7 +169,7 @@ def test_fit_predicts_the_signal_voxels_and_reports(study_run, arm):
             assert np.median(val_r[signal]) > 0
             assert np.median(val_r[signal]) > np.median(val_r[~signal])
     summary = json.loads(results.with_suffix(".json").read_text())
-    assert {(row["subject"], row["arm"], row["method"]) for row in summary} == {
+    assert {(row["subject"], row["arm"], row["method"]) for row in summary["fits"]} == {
         (1, arm, "ridge"),
         (1, arm, "pls"),
     }

@@ -1,4 +1,6 @@
-"""The end-to-end study: a reduced `v4jax demo` and the CLI's handling of bad arguments."""
+"""The end-to-end study: a reduced `v4jax demo` (with its closing layer x ROI sweep) and the
+CLI's handling of bad arguments. The cases that need the demo's output are slow (the demo takes
+about a minute); run them with `pytest -m slow`."""
 
 import json
 import subprocess
@@ -20,11 +22,12 @@ def demo_dir(tmp_path_factory):
     return work
 
 
+@pytest.mark.slow
 def test_reduced_demo_writes_results_summary_and_figures(demo_dir):
     results = demo_dir / "results.h5"
     assert results.exists()
     summary = json.loads((demo_dir / "results.json").read_text())
-    assert {(row["subject"], row["arm"], row["method"]) for row in summary} == {
+    assert {(row["subject"], row["arm"], row["method"]) for row in summary["fits"]} == {
         (subject, arm, method)
         for subject in (1, 2)
         for arm in ("plain", "retina")
@@ -35,12 +38,21 @@ def test_reduced_demo_writes_results_summary_and_figures(demo_dir):
     for figure in figures:
         assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert figure.with_suffix(".pdf").read_bytes()[:4] == b"%PDF"
+    # The closing sweep (the full-size demo, not this reduced one, has images enough for V1's
+    # best layer to come before V4's: see the README's Sweeps section).
+    layers = ["pool1", "pool2", "conv3", "conv5"]
+    assert set(summary["layer_sweep"]) == {"V1", "V2", "V4", "LO"}
+    assert all(list(summary["layer_sweep"][roi]) == layers for roi in summary["layer_sweep"])
+    best = summary["best_layer"]
+    assert best == {roi: max(r, key=r.get) for roi, r in summary["layer_sweep"].items()}
+    assert (demo_dir / "figures" / "layer_roi.png").read_bytes()[:4] == b"\x89PNG"
     with h5py.File(results) as handle:
         config = json.loads(handle.attrs["config"])
         assert config["command"] == "demo"
         assert "jax" in json.loads(handle.attrs["versions"])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", ["ridge", "pls"])
 def test_fitted_scores_respect_the_known_ground_truth(demo_dir, method):
     with h5py.File(demo_dir / "results.h5") as handle:
@@ -64,6 +76,7 @@ def test_fitted_scores_respect_the_known_ground_truth(demo_dir, method):
             assert np.isin(fitted["best_hyperparameter"][...], grid).all()
 
 
+@pytest.mark.slow
 def test_signal_voxels_reach_most_of_the_noise_ceiling(demo_dir):
     with h5py.File(demo_dir / "results.h5") as handle:
         group = handle["S1"]
@@ -86,6 +99,7 @@ def test_missing_data_dir_exits_with_one_clear_message(tmp_path):
     assert "Traceback" not in completed.stderr
 
 
+@pytest.mark.slow
 def test_unknown_layer_exits_with_one_clear_message(demo_dir, tmp_path):
     completed = run_cli(
         "extract", "--data-dir", str(demo_dir / "data"), "--out", str(tmp_path),
@@ -96,6 +110,7 @@ def test_unknown_layer_exits_with_one_clear_message(demo_dir, tmp_path):
     assert "Traceback" not in completed.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("roi", ["", "V9"])
 def test_empty_or_unknown_roi_exits_with_one_clear_message(demo_dir, roi):
     completed = run_cli(
@@ -107,6 +122,7 @@ def test_empty_or_unknown_roi_exits_with_one_clear_message(demo_dir, roi):
     assert "Traceback" not in completed.stderr
 
 
+@pytest.mark.slow
 def test_fit_passes_n_test_to_the_split_and_refuses_one_larger_than_the_training_set(demo_dir):
     completed = run_cli(
         "fit", "--data-dir", str(demo_dir / "data"), "--out", str(demo_dir),
@@ -117,6 +133,7 @@ def test_fit_passes_n_test_to_the_split_and_refuses_one_larger_than_the_training
     assert "Traceback" not in completed.stderr
 
 
+@pytest.mark.slow
 def test_weights_of_the_wrong_variant_exit_with_one_clear_message(demo_dir, tmp_path):
     import jax
 
@@ -152,3 +169,23 @@ def test_banded_method_fits_both_arms_as_two_bands(demo_dir, tmp_path):
         signal = handle["S1/voxels/signal_mask"][...]
         assert np.median(banded["val_r"][...][signal]) > 0.2
         assert banded["cv_scores"].shape == (25, signal.size)
+
+
+@pytest.mark.slow
+def test_fit_methods_fwrf_records_receptive_fields_and_the_report_draws_them(demo_dir, tmp_path):
+    from v4jax.pipeline import study
+
+    features = study.features_path(demo_dir, "plain", "torchvision")
+    (tmp_path / features.name).symlink_to(features)
+    command = ["--data-dir", str(demo_dir / "data"), "--out", str(tmp_path), "--quiet"]
+    assert main(["fit", *command, "--methods", "fwrf", "--no-retina", "--n-test", "43"]) == 0
+    with h5py.File(tmp_path / "results.h5") as handle:
+        fwrf = handle["S1/plain/fwrf"]
+        signal = handle["S1/voxels/signal_mask"][...]
+        centres = fwrf["rf_centres"][...]
+        assert centres.shape == (signal.size, 2)
+        assert tuple(fwrf.attrs["rf_map_shape"]) == (13, 13)
+        assert np.all((centres >= 0) & (centres <= 12)) and np.all(fwrf["rf_sizes"][...] > 0)
+        assert np.median(fwrf["val_r"][...][signal]) > 0.2
+    assert main(["report", "--out", str(tmp_path), "--quiet"]) == 0
+    assert (tmp_path / "figures" / "receptive_fields_S1_plain_fwrf.png").exists()

@@ -231,7 +231,7 @@ def test_a_killed_sweep_process_resumes_without_recomputing_finished_blocks(inpu
 def test_command_line_sweep_and_input_errors(inputs, tmp_path):
     parser = argparse.ArgumentParser()
     add_sweep_command(parser.add_subparsers(dest="command"))
-    out = tmp_path / "cli.h5"
+    out = tmp_path / "cli"
     arguments = parser.parse_args(
         ["sweep", "--features", str(inputs["features"]), "--layers", "narrow",
          "--responses", f"{inputs['responses'].path}:Y", "--alphas", "0.1,10,1000", "--cv", "3",
@@ -240,7 +240,12 @@ def test_command_line_sweep_and_input_errors(inputs, tmp_path):
     )  # fmt: skip
     with pytest.warns(UserWarning):
         assert arguments.handler(arguments) == 0
-    results, _ = read_results(out)
+    results, _ = read_results(out / "sweep.h5")
+    summary = json.loads((out / "sweep.json").read_text())
+    assert summary["rois"] == ["all"] and summary["score"] == "test_r"
+    test_r = results["narrow/ridge/test_r"][np.arange(N_VOXELS) != NAN_VOXEL]
+    assert summary["layer_sweep"]["all"]["narrow"] == pytest.approx(float(np.median(test_r)))
+    assert (out / "figures" / "layer_roi.png").read_bytes()[:4] == b"\x89PNG"
     assert set(results) >= {"narrow/ridge/best_hyperparameter", "narrow/ridge/test_r2"}
     assert "wide/ridge/cv_scores" not in results
     assert np.isfinite(results["narrow/ridge/test_r"][np.arange(N_VOXELS) != NAN_VOXEL]).all()

@@ -19,6 +19,33 @@ best achievable Pearson correlation is ``sqrt(snr / (1 + snr))``. Noise-only vox
 voxel is then z-scored over its train + validation responses, as in the real files, and the
 same affine map is applied to the noise-free responses stored in the ground truth.
 
+A hierarchy of areas: with ``feature_sources`` (name -> feature function) and ``roi_sources``
+(ROI code -> source name), each ROI's voxels draw their ground truth from their own source (e.g.
+V1 and V2 from an early layer's maps, V4 and LO from a mid-level layer's), and every voxel
+records its source (``feature_source``, an index into the ``feature_sources`` attribute of the
+ground truth). With ``shared_fraction`` f > 0 each signal voxel's signal is
+
+    signal[n, v] = sqrt(1 - f) * own[n, v] / std(own_v) + sqrt(f) * shared_roi(v)[n]
+
+where ``shared_r`` is one unit-variance read-out of ROI r's source (a broad RF at the map's
+centre), common to all of r's voxels: the ROI-average response is then predictable, as on the
+real data (V4 average r² ~ 0.2 in the original study), rather than averaging to noise.
+
+Not everything an area shares is driven by the stimulus: with ``shared_noise_fraction`` g > 0
+a fraction g of every voxel's noise variance is one per-image fluctuation common to all voxels
+of its ROI (signal and noise-only alike; ``shared_noise/<ROI>`` in the ground truth, unit
+variance, drawn per trial when there are repeats), the rest independent per voxel:
+
+    noise[n, v] = noise_sd_v * (sqrt(g) * shared_noise_roi(v)[n] + sqrt(1 - g) * own_noise[n, v])
+
+Each voxel's noise variance, and so its ceiling, is unchanged; only the ROI average changes.
+Averaged over an ROI of M voxels (K with signal, z-scored, signal share s_v = snr_v / (1 + snr_v),
+s_v = 0 for noise-only voxels), the stimulus-driven part of the average has amplitude
+a = sqrt(f) * sum_v sqrt(s_v) / M and the shared noise b = sqrt(g) * sum_v sqrt(1 - s_v) / M, so
+the best achievable r² of the ROI average is about a² / (a² + b²) (plus O(1 / M) terms). With
+the demo's settings (f = 0.3, snr 1-10, 60 % signal voxels, g = 0.5) that is ~0.25, near the
+V4-average r² of the original study; with g = 0 it is ~0.95.
+
 Everything is a deterministic function of ``seed``: stimuli use one random stream, each
 subject's voxel parameters another, and each block of ``VOXEL_BLOCK`` voxels its own noise
 stream, so a file written in blocks equals ``simulate_vim1`` in memory exactly.
@@ -28,6 +55,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import logging
 import math
 import os
@@ -79,6 +107,11 @@ _STIMULI_STREAM = 0
 _DESIGN_STREAM = 1
 _VOXEL_STREAM = 0
 _NOISE_STREAM = 1
+_SHARED_STREAM = 2
+_SHARED_NOISE_STREAM = 3
+#: The ROI-shared read-out: a broad Gaussian RF (sigma as a fraction of the map's side) near
+#: the map's centre.
+SHARED_RF_SIZE = 0.3
 
 
 @dataclasses.dataclass(frozen=True)
@@ -105,6 +138,8 @@ class SubjectTruth:
       nan_mask_train, nan_mask_val: bool masks of the entries set to NaN.
       repeats_train, repeats_val: (k, n_train, V), (k, n_val, V) float32 single-repeat
         responses (their mean over k is the estimate), or None without ``n_repeats``.
+      feature_source: (V,) int64 index into ``SyntheticVim1.feature_sources`` of the features
+        each voxel's ground truth reads.
     """
 
     resp_train: np.ndarray
@@ -129,6 +164,7 @@ class SubjectTruth:
     nan_mask_val: np.ndarray
     repeats_train: np.ndarray | None = None
     repeats_val: np.ndarray | None = None
+    feature_source: np.ndarray | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -139,9 +175,11 @@ class SyntheticVim1:
       stim_train, stim_val: (n_train, 128, 128), (n_val, 128, 128) float32 images.
       seq_train, seq_val: (T, runs) float64 presentation sequences (image numbers, 1-based).
       subjects: subject number -> ``SubjectTruth``.
-      feature_mean, feature_std: (C,) per-channel standardisation of the feature map.
-      feature_shape: (H, W, C) of the feature map.
+      feature_mean, feature_std: (C,) per-channel standardisation of the (first source's)
+        feature map.
+      feature_shape: (H, W, C) of the (first source's) feature map.
       seed: the seed everything was drawn from.
+      feature_sources: names of the feature sources, in ``feature_source`` order.
     """
 
     stim_train: np.ndarray
@@ -153,6 +191,7 @@ class SyntheticVim1:
     feature_std: np.ndarray
     feature_shape: tuple[int, int, int]
     seed: int
+    feature_sources: tuple[str, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -179,6 +218,20 @@ class _Settings:
     n_repeats: int | None
     all_nan_fraction: float
     partial_nan_fraction: float
+    roi_sources: dict[int, int]
+    shared_fraction: float
+    shared_noise_fraction: float
+
+
+@dataclasses.dataclass(frozen=True)
+class _Source:
+    """One feature source: standardised maps laid out (N * C, H * W) for RF pooling."""
+
+    name: str
+    by_channel: np.ndarray
+    shape: tuple[int, int, int]
+    mean: np.ndarray
+    std: np.ndarray
 
 
 @dataclasses.dataclass(frozen=True)
@@ -191,6 +244,9 @@ class _VoxelModel:
     rf_size_cells: np.ndarray
     channel_weights: np.ndarray
     nan_mask: np.ndarray
+    feature_source: np.ndarray
+    shared: dict[int, np.ndarray]
+    shared_noise: dict[int, np.ndarray]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -269,6 +325,10 @@ def _check_settings(
     n_repeats: int | None,
     all_nan_fraction: float,
     partial_nan_fraction: float,
+    source_names: Sequence[str] = ("features",),
+    roi_sources: Mapping[int, str] | None = None,
+    shared_fraction: float = 0.0,
+    shared_noise_fraction: float = 0.0,
 ) -> _Settings:
     n_train = check_positive_int(n_train, "n_train")
     n_val = check_positive_int(n_val, "n_val")
@@ -314,6 +374,21 @@ def _check_settings(
     if unknown:
         raise ValueError(f"signal_rois has unknown ROI codes {unknown}; codes are 0-7.")
     n_repeats = check_positive_int(n_repeats, "n_repeats", allow_none=True)
+    if not 0.0 <= float(shared_fraction) < 1.0:
+        raise ValueError(f"shared_fraction must lie in [0, 1), got {shared_fraction!r}.")
+    if not 0.0 <= float(shared_noise_fraction) < 1.0:
+        raise ValueError(
+            f"shared_noise_fraction must lie in [0, 1), got {shared_noise_fraction!r}."
+        )
+    names = list(source_names)
+    roi_sources = dict(roi_sources or {})
+    unknown_codes = sorted(set(map(int, roi_sources)) - set(fmt.ROI_NAMES))
+    unknown_names = sorted(set(roi_sources.values()) - set(names))
+    if unknown_codes or unknown_names:
+        raise ValueError(
+            f"roi_sources maps ROI codes 0-7 to names of feature_sources ({names}); it has "
+            f"unknown codes {unknown_codes} or names {unknown_names}."
+        )
     return _Settings(
         n_train=n_train,
         n_val=n_val,
@@ -325,7 +400,22 @@ def _check_settings(
         n_repeats=n_repeats,
         all_nan_fraction=float(all_nan_fraction),
         partial_nan_fraction=float(partial_nan_fraction),
+        roi_sources={int(code): names.index(name) for code, name in roi_sources.items()},
+        shared_fraction=float(shared_fraction),
+        shared_noise_fraction=float(shared_noise_fraction),
     )
+
+
+def _sources(images: np.ndarray, functions: Mapping[str, FeatureFn]) -> list[_Source]:
+    """Every feature source, standardised, in the order of ``functions``."""
+    sources = []
+    for name, function in functions.items():
+        features, mean, std = _standardised_features(images, function)
+        n_images, height, width, n_channels = features.shape
+        by_channel = features.transpose(0, 3, 1, 2).reshape(n_images * n_channels, -1)
+        del features
+        sources.append(_Source(name, by_channel, (height, width, n_channels), mean, std))
+    return sources
 
 
 def _standardised_features(
@@ -367,9 +457,7 @@ def gaussian_rfs(centres: np.ndarray, sizes: np.ndarray, map_shape: tuple[int, i
     return rf.reshape(map_shape[0] * map_shape[1], -1)
 
 
-def _draw_voxels(
-    settings: _Settings, subject: int, feature_shape: tuple[int, int, int]
-) -> _VoxelModel:
+def _draw_voxels(settings: _Settings, subject: int, sources: Sequence[_Source]) -> _VoxelModel:
     rng = np.random.default_rng([settings.seed, subject, _VOXEL_STREAM])
     n_voxels = settings.voxel_counts[subject]
     n_images = settings.n_train + settings.n_val
@@ -380,14 +468,19 @@ def _draw_voxels(
     signal_mask = in_signal_roi & (rng.random(n_voxels) < settings.signal_fraction)
     low, high = settings.snr
     snr = np.exp(rng.uniform(np.log(low), np.log(high), n_voxels)) * signal_mask
-    height, width, n_channels = feature_shape
-    rf_centre = rng.uniform(0.0, 1.0, (n_voxels, 2)) * [height - 1, width - 1]
+    feature_source = np.array(
+        [settings.roi_sources.get(int(code), 0) for code in roi_codes], dtype=np.int64
+    )
+    shapes = np.array([source.shape for source in sources], dtype=np.int64)[feature_source]
+    rf_centre = rng.uniform(0.0, 1.0, (n_voxels, 2)) * (shapes[:, :2] - 1)
     size_low = np.array([RF_SIZE_RANGE[int(c)][0] for c in roi_codes])
     size_high = np.array([RF_SIZE_RANGE[int(c)][1] for c in roi_codes])
     relative_size = np.exp(rng.uniform(np.log(size_low), np.log(size_high)))
-    rf_size = relative_size * max(height, width)
+    rf_size = relative_size * shapes[:, :2].max(axis=1)
+    n_channels = max(source.shape[2] for source in sources)
     weights = rng.standard_normal((n_voxels, n_channels)).astype(np.float32)
     weights[~signal_mask] = 0.0
+    weights[np.arange(n_channels)[None, :] >= shapes[:, 2:3]] = 0.0
     nan_mask = np.zeros((n_images, n_voxels), dtype=bool)
     order = rng.permutation(n_voxels)
     n_all = round(settings.all_nan_fraction * n_voxels)
@@ -405,7 +498,75 @@ def _draw_voxels(
         rf_size_cells=rf_size,
         channel_weights=weights,
         nan_mask=nan_mask,
+        feature_source=feature_source,
+        shared=_shared_signals(settings, subject, roi_codes[signal_mask], sources),
+        shared_noise=_shared_noise(settings, subject, roi_codes),
     )
+
+
+def _pooled_signal(
+    source: _Source, centres: np.ndarray, sizes: np.ndarray, weights: np.ndarray
+) -> np.ndarray:
+    """(N, v) float64 read-outs sum_hwc rf[h, w] * weights[v, c] * F[n, h, w, c] of a source."""
+    height, width, n_channels = source.shape
+    rf = gaussian_rfs(centres, sizes, (height, width)).astype(np.float32)
+    pooled = (source.by_channel @ rf).reshape(-1, n_channels, rf.shape[1])
+    return np.einsum("ncv,vc->nv", pooled, weights[:, :n_channels], dtype=np.float64)
+
+
+def _shared_signals(
+    settings: _Settings, subject: int, signal_codes: np.ndarray, sources: Sequence[_Source]
+) -> dict[int, np.ndarray]:
+    """ROI code -> (N,) unit-variance signal shared by the ROI's signal voxels (with
+    ``shared_fraction`` > 0): a broad read-out near the centre of the ROI's source."""
+    if settings.shared_fraction == 0:
+        return {}
+    rng = np.random.default_rng([settings.seed, subject, _SHARED_STREAM])
+    shared = {}
+    for code in sorted(set(signal_codes.tolist())):
+        source = sources[settings.roi_sources.get(code, 0)]
+        height, width, n_channels = source.shape
+        centre = (0.5 + rng.uniform(-0.15, 0.15, (1, 2))) * [height - 1, width - 1]
+        size = np.array([SHARED_RF_SIZE * max(height, width)])
+        weights = rng.standard_normal((1, n_channels)).astype(np.float32)
+        signal = _pooled_signal(source, centre, size, weights)[:, 0]
+        shared[code] = (signal - signal.mean()) / max(float(signal.std()), 1e-12)
+    return shared
+
+
+def _shared_noise(
+    settings: _Settings, subject: int, roi_codes: np.ndarray
+) -> dict[int, np.ndarray]:
+    """ROI code -> (k, N) standard normal per-trial fluctuations shared by the ROI's voxels
+    (k = n_repeats, or 1), with ``shared_noise_fraction`` > 0; empty otherwise."""
+    if settings.shared_noise_fraction == 0:
+        return {}
+    rng = np.random.default_rng([settings.seed, subject, _SHARED_NOISE_STREAM])
+    shape = (settings.n_repeats or 1, settings.n_train + settings.n_val)
+    return {code: rng.standard_normal(shape) for code in sorted(set(roi_codes.tolist()))}
+
+
+def _unit_noise(
+    rng: np.random.Generator,
+    shape: tuple[int, ...],
+    settings: _Settings,
+    model: _VoxelModel,
+    columns: slice,
+) -> np.ndarray:
+    """Unit-variance noise of the block's voxels, ``shape`` (N, w) or (k, N, w): independent
+    draws, mixed with each voxel's ROI-shared draw when ``shared_noise_fraction`` > 0."""
+    independent = rng.standard_normal(shape)
+    if not model.shared_noise:
+        return independent
+    g = settings.shared_noise_fraction
+    codes = model.roi_codes[columns]
+    common = np.stack([model.shared_noise[int(code)] for code in codes], axis=-1)
+    return math.sqrt(1 - g) * independent + math.sqrt(g) * common.reshape(shape)
+
+
+def _shared_noise_estimate(trials: np.ndarray) -> np.ndarray:
+    """(N,) the shared fluctuation of one estimate: the mean of k trials of variance k."""
+    return trials.mean(axis=0) * math.sqrt(trials.shape[0])
 
 
 def _simulate_block(
@@ -413,36 +574,44 @@ def _simulate_block(
     subject: int,
     block: int,
     model: _VoxelModel,
-    features: np.ndarray,
+    sources: Sequence[_Source],
 ) -> _Block:
     """Responses of voxels [block * VOXEL_BLOCK, ...) for all train + val images."""
     n_voxels = model.roi_codes.size
     columns = slice(block * VOXEL_BLOCK, min((block + 1) * VOXEL_BLOCK, n_voxels))
-    n_images, height, width, n_channels = features.shape
+    n_images = settings.n_train + settings.n_val
     width_block = columns.stop - columns.start
     signal = np.zeros((n_images, width_block), dtype=np.float64)
     signal_columns = np.flatnonzero(model.signal_mask[columns])
-    if signal_columns.size:
-        voxels = signal_columns + columns.start
-        rf = gaussian_rfs(
-            model.rf_centre_cells[voxels], model.rf_size_cells[voxels], (height, width)
-        ).astype(np.float32)
-        by_channel = features.transpose(0, 3, 1, 2).reshape(n_images * n_channels, -1) @ rf
-        pooled = by_channel.reshape(n_images, n_channels, -1)
-        signal[:, signal_columns] = np.einsum(
-            "ncv,vc->nv", pooled, model.channel_weights[voxels], dtype=np.float64
-        )
+    for index, source in enumerate(sources):
+        chosen = signal_columns[model.feature_source[signal_columns + columns.start] == index]
+        if chosen.size:
+            voxels = chosen + columns.start
+            signal[:, chosen] = _pooled_signal(
+                source,
+                model.rf_centre_cells[voxels],
+                model.rf_size_cells[voxels],
+                model.channel_weights[voxels],
+            )
+    if model.shared and signal_columns.size:
+        f = settings.shared_fraction
+        own = signal[:, signal_columns]
+        own = (own - own.mean(axis=0)) / np.maximum(own.std(axis=0), 1e-12)
+        codes = model.roi_codes[signal_columns + columns.start]
+        common = np.stack([model.shared[int(code)] for code in codes], axis=1)
+        signal[:, signal_columns] = np.sqrt(1 - f) * own + np.sqrt(f) * common
     signal_var = signal.var(axis=0)
     snr = model.snr[columns]
     has_signal = (snr > 0) & (signal_var > 0)
     noise_sd = np.where(has_signal, np.sqrt(signal_var / np.where(has_signal, snr, 1.0)), 1.0)
     rng = np.random.default_rng([settings.seed, subject, _NOISE_STREAM, block])
     if settings.n_repeats is None:
-        noise = rng.standard_normal((n_images, width_block)) * noise_sd
+        noise = _unit_noise(rng, (n_images, width_block), settings, model, columns) * noise_sd
         repeats = None
     else:
         k = settings.n_repeats
-        trial_noise = rng.standard_normal((k, n_images, width_block)) * (noise_sd * math.sqrt(k))
+        unit = _unit_noise(rng, (k, n_images, width_block), settings, model, columns)
+        trial_noise = unit * (noise_sd * math.sqrt(k))
         noise = trial_noise.mean(axis=0)
         repeats = signal + trial_noise
     noisy = signal + noise
@@ -469,14 +638,14 @@ def _subject_blocks(
     settings: _Settings,
     subject: int,
     model: _VoxelModel,
-    features: np.ndarray,
+    sources: Sequence[_Source],
     progress: bool,
 ) -> Iterator[_Block]:
     n_blocks = math.ceil(model.roi_codes.size / VOXEL_BLOCK)
     for block in tqdm(
         range(n_blocks), desc=f"subject {subject} voxel blocks", disable=not progress
     ):
-        yield _simulate_block(settings, subject, block, model, features)
+        yield _simulate_block(settings, subject, block, model, sources)
 
 
 def _stimuli(settings: _Settings) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -488,12 +657,14 @@ def _stimuli(settings: _Settings) -> tuple[np.ndarray, np.ndarray, np.ndarray, n
 
 
 def _pixel_geometry(
-    model: _VoxelModel, feature_shape: tuple[int, int, int]
+    model: _VoxelModel, sources: Sequence[_Source]
 ) -> tuple[np.ndarray, np.ndarray]:
-    """RF centres (V, 2) and sizes (V,) in image pixels, cells tiling the 128 px image."""
-    cell = np.array([fmt.IMAGE_SIZE / feature_shape[0], fmt.IMAGE_SIZE / feature_shape[1]])
+    """RF centres (V, 2) and sizes (V,) in image pixels, cells tiling the 128 px image (each
+    voxel's cells those of its own source)."""
+    shapes = np.array([source.shape[:2] for source in sources], np.float64)
+    cell = fmt.IMAGE_SIZE / shapes[model.feature_source]
     centres = (model.rf_centre_cells + 0.5) * cell - 0.5
-    return centres, model.rf_size_cells * float(cell.mean())
+    return centres, model.rf_size_cells * cell.mean(axis=1)
 
 
 def _ceiling(snr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -512,6 +683,20 @@ def _resolve_feature_fn(feature_fn: FeatureFn | None) -> FeatureFn:
     return feature_fn
 
 
+def _resolve_sources(
+    feature_fn: FeatureFn | None, feature_sources: Mapping[str, FeatureFn] | None
+) -> dict[str, FeatureFn]:
+    """Source name -> feature function: ``feature_sources``, or ``feature_fn`` alone."""
+    if feature_sources is None:
+        function = _resolve_feature_fn(feature_fn)
+        return {getattr(function, "__name__", "features"): function}
+    if feature_fn is not None:
+        raise ValueError("pass feature_fn or feature_sources, not both.")
+    if not isinstance(feature_sources, Mapping) or not feature_sources:
+        raise ValueError("feature_sources must be a non-empty mapping name -> feature function.")
+    return {str(name): _resolve_feature_fn(fn) for name, fn in feature_sources.items()}
+
+
 def simulate_vim1(
     *,
     n_train: int = fmt.N_TRAIN,
@@ -526,6 +711,10 @@ def simulate_vim1(
     n_repeats: int | None = None,
     all_nan_fraction: float = 0.05,
     partial_nan_fraction: float = 0.07,
+    feature_sources: Mapping[str, FeatureFn] | None = None,
+    roi_sources: Mapping[int, str] | None = None,
+    shared_fraction: float = 0.0,
+    shared_noise_fraction: float = 0.0,
     progress: bool = False,
 ) -> SyntheticVim1:
     """The synthetic vim-1 set in memory: the same numbers ``make_synthetic_vim1`` writes.
@@ -533,19 +722,18 @@ def simulate_vim1(
     Use it for small sets (tests, notebooks); for full-size subjects use
     ``make_synthetic_vim1``, which streams voxel blocks to disk. Arguments as there.
     """
+    functions = _resolve_sources(feature_fn, feature_sources)
     settings = _check_settings(
         n_train, n_val, n_voxels, subjects, seed, snr, signal_fraction, signal_rois,
-        n_repeats, all_nan_fraction, partial_nan_fraction,
+        n_repeats, all_nan_fraction, partial_nan_fraction, list(functions), roi_sources,
+        shared_fraction, shared_noise_fraction,
     )  # fmt: skip
     stim_train, stim_val, seq_train, seq_val = _stimuli(settings)
-    features, mean, std = _standardised_features(
-        np.concatenate([stim_train, stim_val]), _resolve_feature_fn(feature_fn)
-    )
-    feature_shape = tuple(int(d) for d in features.shape[1:])
+    sources = _sources(np.concatenate([stim_train, stim_val]), functions)
     truths = {}
     for subject in settings.voxel_counts:
-        model = _draw_voxels(settings, subject, feature_shape)
-        blocks = list(_subject_blocks(settings, subject, model, features, progress))
+        model = _draw_voxels(settings, subject, sources)
+        blocks = list(_subject_blocks(settings, subject, model, sources, progress))
         joined = {
             name: np.concatenate([getattr(b, name) for b in blocks], axis=-1)
             for name in ("responses", "noise_free", "noise_sd", "offset", "scale")
@@ -555,7 +743,7 @@ def simulate_vim1(
             if settings.n_repeats is not None
             else None
         )
-        centre_px, size_px = _pixel_geometry(model, feature_shape)
+        centre_px, size_px = _pixel_geometry(model, sources)
         ceiling_r, ceiling_r2 = _ceiling(model.snr)
         split = settings.n_train
         truths[subject] = SubjectTruth(
@@ -581,6 +769,7 @@ def simulate_vim1(
             nan_mask_val=model.nan_mask[split:],
             repeats_train=None if repeats is None else repeats[:, :split],
             repeats_val=None if repeats is None else repeats[:, split:],
+            feature_source=model.feature_source,
         )
     return SyntheticVim1(
         stim_train=stim_train,
@@ -588,10 +777,11 @@ def simulate_vim1(
         seq_train=seq_train,
         seq_val=seq_val,
         subjects=truths,
-        feature_mean=mean,
-        feature_std=std,
-        feature_shape=feature_shape,
+        feature_mean=sources[0].mean,
+        feature_std=sources[0].std,
+        feature_shape=sources[0].shape,
         seed=settings.seed,
+        feature_sources=tuple(source.name for source in sources),
     )
 
 
@@ -610,6 +800,10 @@ def make_synthetic_vim1(
     n_repeats: int | None = None,
     all_nan_fraction: float = 0.05,
     partial_nan_fraction: float = 0.07,
+    feature_sources: Mapping[str, FeatureFn] | None = None,
+    roi_sources: Mapping[int, str] | None = None,
+    shared_fraction: float = 0.0,
+    shared_noise_fraction: float = 0.0,
     full_res: bool = False,
     progress: bool = True,
 ) -> SyntheticVim1Files:
@@ -628,6 +822,16 @@ def make_synthetic_vim1(
       signal_fraction: probability that a voxel in ``signal_rois`` carries signal.
       signal_rois: ROI codes whose voxels may carry signal; all others are noise-only
         (default: the visual ROIs 1-7, "other" voxels are noise).
+      feature_sources: name -> feature function (as ``feature_fn``): several sources for a
+        hierarchy of areas (instead of ``feature_fn``); see ``roi_sources``.
+      roi_sources: ROI code -> name of the source its voxels read (ROIs not named read the
+        first source).
+      shared_fraction: fraction f in [0, 1) of each signal voxel's signal variance shared by
+        every signal voxel of its ROI (see the module docstring).
+      shared_noise_fraction: fraction g in [0, 1) of each voxel's noise variance that is one
+        per-image fluctuation shared by every voxel of its ROI, not driven by the stimulus
+        (ceilings unchanged; it sets how predictable the ROI average is, see the module
+        docstring).
       feature_fn: images (N, 128, 128) float32 -> feature maps (N, H, W, C); default
         ``filter_bank_features`` (16 x 16 x 10). The cost of the read-out is
         O(N * H * W * C * n_signal_voxels): for large maps (e.g. AlexNet conv3, 13 x 13 x 384)
@@ -644,17 +848,16 @@ def make_synthetic_vim1(
     Returns:
       The paths written (``SyntheticVim1Files``).
     """
+    functions = _resolve_sources(feature_fn, feature_sources)
     settings = _check_settings(
         n_train, n_val, n_voxels, subjects, seed, snr, signal_fraction, signal_rois,
-        n_repeats, all_nan_fraction, partial_nan_fraction,
+        n_repeats, all_nan_fraction, partial_nan_fraction, list(functions), roi_sources,
+        shared_fraction, shared_noise_fraction,
     )  # fmt: skip
     directory = Path(out_dir)
     directory.mkdir(parents=True, exist_ok=True)
     stim_train, stim_val, seq_train, seq_val = _stimuli(settings)
-    features, mean, std = _standardised_features(
-        np.concatenate([stim_train, stim_val]), _resolve_feature_fn(feature_fn)
-    )
-    feature_shape = tuple(int(d) for d in features.shape[1:])
+    sources = _sources(np.concatenate([stim_train, stim_val]), functions)
     stimuli_path = directory / fmt.STIMULI_FILE
     _write_stimuli(stimuli_path, stim_train, stim_val, seq_train, seq_val)
     full_res_paths = _write_full_res(directory, stim_train, stim_val) if full_res else ()
@@ -675,13 +878,13 @@ def make_synthetic_vim1(
                 if temporary_repeats
                 else None
             )
-            _write_truth_header(truth_file, settings, mean, std, feature_shape, feature_fn)
+            _write_truth_header(truth_file, settings, sources)
             _create_response_variables(responses_file, settings)
             for subject in settings.voxel_counts:
-                model = _draw_voxels(settings, subject, feature_shape)
+                model = _draw_voxels(settings, subject, sources)
                 _write_subject(
                     responses_file, truth_file, repeats_file, settings, subject, model,
-                    features, feature_shape, progress,
+                    sources, progress,
                 )  # fmt: skip
         stamp_header(temporary_responses)
     logger.info("wrote synthetic vim-1 set to %s", directory)
@@ -755,10 +958,7 @@ def _create_response_variables(handle: h5py.File, settings: _Settings) -> None:
 def _write_truth_header(
     handle: h5py.File,
     settings: _Settings,
-    mean: np.ndarray,
-    std: np.ndarray,
-    feature_shape: tuple[int, int, int],
-    feature_fn: FeatureFn | None,
+    sources: Sequence[_Source],
 ) -> None:
     handle.attrs["seed"] = settings.seed
     handle.attrs["snr_range"] = np.asarray(settings.snr)
@@ -767,16 +967,30 @@ def _write_truth_header(
     handle.attrs["n_train"] = settings.n_train
     handle.attrs["n_val"] = settings.n_val
     handle.attrs["n_repeats"] = settings.n_repeats or 0
-    resolved = _resolve_feature_fn(feature_fn)
-    handle.attrs["feature_fn"] = getattr(resolved, "__name__", repr(resolved))
+    handle.attrs["feature_fn"] = sources[0].name
+    handle.attrs["feature_sources"] = json.dumps([source.name for source in sources])
+    handle.attrs["roi_sources"] = json.dumps(
+        {fmt.ROI_NAMES[code]: sources[index].name for code, index in settings.roi_sources.items()}
+    )
+    handle.attrs["shared_fraction"] = settings.shared_fraction
+    handle.attrs["shared_noise_fraction"] = settings.shared_noise_fraction
     handle.attrs["model"] = (
         "signal[n, v] = sum_hwc rf_v[h, w] * channel_weights[v, c] * "
-        "(features[n, h, w, c] - feature_mean[c]) / feature_std[c]; "
+        "(features[n, h, w, c] - feature_mean[c]) / feature_std[c], features and their "
+        "statistics those of the voxel's source (sources/<feature_sources[feature_source[v]]>); "
+        "with shared_fraction f > 0, signal = sqrt(1 - f) * signal / std(signal) + sqrt(f) * "
+        "shared_signal/<ROI>; noise = noise_sd * (sqrt(g) * shared_noise/<ROI> + sqrt(1 - g) * "
+        "independent), g = shared_noise_fraction; "
         "z = (signal + noise - response_offset) / response_scale"
     )
-    handle["feature_shape"] = np.asarray(feature_shape, dtype=np.int64)
-    handle["feature_mean"] = mean
-    handle["feature_std"] = std
+    handle["feature_shape"] = np.asarray(sources[0].shape, dtype=np.int64)
+    handle["feature_mean"] = sources[0].mean
+    handle["feature_std"] = sources[0].std
+    for source in sources:
+        group = handle.create_group(f"sources/{source.name}")
+        group["feature_shape"] = np.asarray(source.shape, dtype=np.int64)
+        group["feature_mean"] = source.mean
+        group["feature_std"] = source.std
 
 
 def _write_subject(
@@ -786,8 +1000,7 @@ def _write_subject(
     settings: _Settings,
     subject: int,
     model: _VoxelModel,
-    features: np.ndarray,
-    feature_shape: tuple[int, int, int],
+    sources: Sequence[_Source],
     progress: bool,
 ) -> None:
     n_voxels = model.roi_codes.size
@@ -795,8 +1008,12 @@ def _write_subject(
     responses_file[fmt.roi_var(subject)][...] = model.roi_codes[None, :]
     responses_file[fmt.voxel_index_var(subject)][...] = model.voxel_index[None, :]
     group = truth_file.create_group(f"S{subject}")
-    centre_px, size_px = _pixel_geometry(model, feature_shape)
+    centre_px, size_px = _pixel_geometry(model, sources)
     ceiling_r, ceiling_r2 = _ceiling(model.snr)
+    for code, signal in model.shared.items():
+        group[f"shared_signal/{fmt.ROI_NAMES[code]}"] = signal
+    for code, trials in model.shared_noise.items():
+        group[f"shared_noise/{fmt.ROI_NAMES[code]}"] = _shared_noise_estimate(trials)
     for name, value in {
         "roi_codes": model.roi_codes,
         "voxel_index": model.voxel_index,
@@ -811,6 +1028,7 @@ def _write_subject(
         "channel_weights": model.channel_weights,
         "nan_mask_train": model.nan_mask[:split],
         "nan_mask_val": model.nan_mask[split:],
+        "feature_source": model.feature_source,
     }.items():
         group[name] = value
     chunks = {"chunks": True}
@@ -834,7 +1052,7 @@ def _write_subject(
         )
     train = responses_file[fmt.train_var(subject)]
     val = responses_file[fmt.val_var(subject)]
-    for block in _subject_blocks(settings, subject, model, features, progress):
+    for block in _subject_blocks(settings, subject, model, sources, progress):
         columns = block.columns
         train[:, columns] = block.responses[:split]
         val[:, columns] = block.responses[split:]

@@ -29,6 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
+from v4jax import _checkpoint as checkpoint
 from v4jax._io import file_sha256
 from v4jax._validation import check_all_finite, check_positive_int
 from v4jax.features.images import check_images, check_unit_range, prepare_core, resolve_scale
@@ -45,7 +46,7 @@ from v4jax.features.models import (
 from v4jax.features.weights import check_params, load_weights
 
 FEATURES_FORMAT = "v4jax-alexnet-features-1"
-PARTIAL_SUFFIX = ".partial"
+PARTIAL_SUFFIX = checkpoint.PARTIAL_SUFFIX
 CHUNK_BYTES = 1 << 20
 IDENTITY_ATTRS = (
     "format",
@@ -314,30 +315,8 @@ def _attrs(plan: _Plan, images: Any) -> dict[str, Any]:
     }
 
 
-def _open_partial(partial_path: Path, attrs: dict[str, Any], plan: _Plan) -> h5py.File:
-    """Open the partial file for resuming (checking it matches) or create it."""
-    if partial_path.exists():
-        try:
-            handle = h5py.File(partial_path, "a")
-        except OSError as error:
-            raise ValueError(
-                f"the unfinished extraction {partial_path} cannot be opened ({error}); delete "
-                "it to start over."
-            ) from None
-        differences = [
-            f"{key}: file has {handle.attrs.get(key)!r}, this run has {attrs[key]!r}"
-            for key in IDENTITY_ATTRS
-            if _attr_value(handle.attrs.get(key)) != attrs[key]
-        ]
-        if differences:
-            handle.close()
-            raise ValueError(
-                f"cannot resume {partial_path}: it was started with different inputs or "
-                f"settings ({'; '.join(differences)}). Rerun with the same arguments, or delete "
-                "the .partial file to start over."
-            )
-        return handle
-    handle = h5py.File(partial_path, "w")
+def _create_layout(handle: h5py.File, attrs: dict[str, Any], plan: _Plan) -> None:
+    """The partial features file: provenance attributes and one dataset per layer."""
     handle.attrs.update(attrs)
     handle.attrs["completed_batches"] = 0
     for name in plan.layers:
@@ -347,15 +326,6 @@ def _open_partial(partial_path: Path, attrs: dict[str, Any], plan: _Plan) -> h5p
         handle.create_dataset(
             name, shape=(plan.n_images, *shape), dtype=np.float32, chunks=(rows, *shape)
         )
-    return handle
-
-
-def _attr_value(value: Any) -> Any:
-    if isinstance(value, bytes):
-        return value.decode()
-    if isinstance(value, np.integer):
-        return int(value)
-    return value
 
 
 def extract_to_hdf5(
@@ -380,11 +350,14 @@ def extract_to_hdf5(
     (file name and sha256, or ``random-init seed=...``), ``preprocessing``, ``transform``,
     ``n_images``, ``images_sha256``, ``batch_size`` and ``completed_batches``.
 
-    The work happens in ``path + ".partial"``, renamed onto ``path`` when all batches are
-    written, so ``path`` never holds a half-written file. After every batch the partial file
-    records ``completed_batches``; rerunning the same call after an interruption continues from
-    there (refusing, with the reason, if the images, weights or settings differ). Only one batch
-    of features is in memory at a time.
+    Every requested layer is written in the same pass over the images (one forward pass per
+    batch to the deepest layer). The work happens in ``path + ".partial"``, renamed onto
+    ``path`` when all batches are written, so ``path`` never holds a half-written file; the
+    partial is resumed through :mod:`v4jax._checkpoint` (its key: the identity
+    attributes above). After every batch the partial file records ``completed_batches``;
+    rerunning the same call after an interruption continues from there (refusing, naming what
+    changed, if the images, weights or settings differ). Only one batch of features is in
+    memory at a time.
 
     Returns:
       ``Path(path)``.
@@ -393,7 +366,6 @@ def extract_to_hdf5(
       FileExistsError: ``path`` exists and ``overwrite`` is False.
     """
     path = Path(path)
-    partial_path = path.with_name(path.name + PARTIAL_SUFFIX)
     if path.is_dir():
         raise ValueError(f"{path} is a directory; pass the path of the HDF5 file to write.")
     if path.exists() and not overwrite:
@@ -405,7 +377,9 @@ def extract_to_hdf5(
     )
     attrs = _attrs(plan, images)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with _open_partial(partial_path, attrs, plan) as handle:
+    key = {name: attrs[name] for name in IDENTITY_ATTRS}
+    create = partial(_create_layout, attrs=attrs, plan=plan)
+    with checkpoint.open_partial_file(path, key, create, "extraction") as handle:
         done = int(handle.attrs["completed_batches"])
         batches = _batches(plan, images, first_batch=done)
         with tqdm(
@@ -417,5 +391,4 @@ def extract_to_hdf5(
                 handle.attrs["completed_batches"] = start // plan.batch_size + 1
                 handle.flush()
                 bar.update(1)
-    os.replace(partial_path, path)
-    return path
+    return checkpoint.finish(path)

@@ -1,5 +1,6 @@
-"""Figures and a summary table from a study results file (written by
-:func:`v4jax.pipeline.study.fit_study`).
+"""Figures and summaries of a study results file (written by
+:func:`v4jax.pipeline.study.fit_study`) and of a sweep results file (written by
+:func:`v4jax.pipeline.sweep.run_sweep`): :func:`sweep_summary`, :func:`make_sweep_figures`.
 
 The results file (HDF5) holds one group per subject, ``/S{n}``, with ``voxels/`` (voxel indices,
 ROI codes and, on synthetic data, ``noise_ceiling_r`` and ``signal_mask``), ``truth/`` and one
@@ -32,10 +33,17 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
-from v4jax._io import atomic_path, open_hdf5
+from v4jax._io import atomic_path, atomic_write_text, open_hdf5
+from v4jax.pipeline import results_schema as schema
 
 #: Colours per method, the same in every figure (Okabe-Ito palette, colour-blind safe).
-METHOD_COLOURS = {"ridge": "#0072B2", "pls": "#D55E00", "readout": "#009E73", "banded": "#CC79A7"}
+METHOD_COLOURS = {
+    "ridge": "#0072B2",
+    "pls": "#D55E00",
+    "readout": "#009E73",
+    "banded": "#CC79A7",
+    "fwrf": "#E69F00",
+}
 _SPARE_COLOURS = ("#E69F00", "#56B4E9", "#F0E442", "#000000")
 _EDGE_COLOUR = "#C00000"
 _NOISE_COLOUR = "#9A9A9A"
@@ -55,7 +63,7 @@ _STYLE = {
     "savefig.dpi": 150,
 }
 _FORMATS = ("png", "pdf")
-_SCORES = ("test_r", "test_r2", "val_r", "val_r2")
+_SCORES = schema.SCORE_NAMES
 
 
 @dataclasses.dataclass(frozen=True)
@@ -87,6 +95,7 @@ class MethodResult:
         first or last.
       test_r, test_r2, val_r, val_r2: (V,) Pearson r and R² on the test and validation images.
       roi_average: the ROI-average fit.
+      receptive_fields: the fwRF fields ((V, 2) centres, (V,) sizes, (H, W) map), else None.
     """
 
     method: str
@@ -100,6 +109,17 @@ class MethodResult:
     val_r: np.ndarray
     val_r2: np.ndarray
     roi_average: RoiAverageResult
+    receptive_fields: ReceptiveFields | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class ReceptiveFields:
+    """Each voxel's fwRF field: centres (V, 2) (row, column) and sizes (V,) (Gaussian sigma),
+    in cells of a (H, W) feature map ``map_shape``."""
+
+    centres: np.ndarray
+    sizes: np.ndarray
+    map_shape: tuple[int, int]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -110,6 +130,7 @@ class SubjectResult:
       subject: subject number. roi: ROI label. n_voxels: V.
       noise_ceiling_r: (V,) best achievable Pearson r (synthetic data), else None.
       signal_mask: (V,) bool, voxels with signal (synthetic data), else None.
+      roi_codes: (V,) vim-1 ROI code of each voxel, else None.
     """
 
     subject: int
@@ -118,6 +139,7 @@ class SubjectResult:
     noise_ceiling_r: np.ndarray | None
     signal_mask: np.ndarray | None
     fits: dict[str, dict[str, MethodResult]]
+    roi_codes: np.ndarray | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -201,6 +223,8 @@ def make_figures(
       validation r against the known ceiling, y = x drawn, signal and noise-only voxels apart.
     - ``method_comparison_S{s}`` (two or more methods) and ``arm_comparison_S{s}`` (two or more
       arms): per-voxel validation r of one against the other.
+    - ``receptive_fields_S{s}_{arm}_{method}`` (methods with receptive fields, i.e. fwRF): each
+      voxel's field centre and size over the feature map's visual field, one panel per ROI.
 
     Args:
       results_path: HDF5 results file. out_dir: folder for the figures (created).
@@ -230,6 +254,11 @@ def make_figures(
                 (f"method_comparison_{tag}", _method_comparison_figure(results, subject))
             )
             figures.append((f"arm_comparison_{tag}", _arm_comparison_figure(results, subject)))
+            for arm, methods in subject.fits.items():
+                for method, fit in methods.items():
+                    if fit.receptive_fields is not None:
+                        figure = _receptive_field_figure(subject, arm, method, fit.receptive_fields)
+                        figures.append((f"receptive_fields_{tag}_{arm}_{method}", figure))
         written: list[Path] = []
         for stem, figure in figures:
             if figure is not None:
@@ -319,7 +348,7 @@ def _read_subject(path: Path, group: h5py.Group) -> SubjectResult:
     n_voxels = int(group.attrs.get("n_voxels", _dataset(path, voxels, "voxel_index").shape[0]))
     optional = {
         name: voxels[name][...] if name in voxels else None
-        for name in ("noise_ceiling_r", "signal_mask")
+        for name in ("noise_ceiling_r", "signal_mask", schema.ROI_CODES)
     }
     for name, values in optional.items():
         if values is not None and values.shape != (n_voxels,):
@@ -355,6 +384,7 @@ def _read_subject(path: Path, group: h5py.Group) -> SubjectResult:
         if optional["signal_mask"] is None
         else optional["signal_mask"].astype(bool),
         fits=fits,
+        roi_codes=optional[schema.ROI_CODES],
     )
 
 
@@ -374,6 +404,13 @@ def _read_method(path: Path, group: h5py.Group, n_voxels: int) -> MethodResult:
         )
     pred_val = _dataset(path, average, "pred_val")
     true_val = _dataset(path, average, "true_val", pred_val.shape)
+    receptive_fields = None
+    if schema.RF_CENTRES in group:
+        receptive_fields = ReceptiveFields(
+            centres=_dataset(path, group, schema.RF_CENTRES, (n_voxels, 2)),
+            sizes=_dataset(path, group, schema.RF_SIZES, (n_voxels,)),
+            map_shape=tuple(int(side) for side in group.attrs[schema.RF_MAP_SHAPE]),
+        )
     return MethodResult(
         method=group.name.rsplit("/", 1)[-1],
         hyperparameter_name=str(group.attrs.get("hyperparameter_name", "hyperparameter")),
@@ -394,6 +431,7 @@ def _read_method(path: Path, group: h5py.Group, n_voxels: int) -> MethodResult:
             pred_val=pred_val,
             true_val=true_val,
         ),
+        receptive_fields=receptive_fields,
     )
 
 
@@ -493,6 +531,22 @@ def _save(figure: Figure, out_dir: Path, stem: str, formats: Sequence[str]) -> l
             figure.savefig(temporary, format=fmt, metadata=metadata)
         paths.append(target)
     return paths
+
+
+def _receptive_field_figure(
+    subject: SubjectResult, arm: str, method: str, fields: ReceptiveFields
+) -> Figure:
+    from v4jax.data.vim1 import ROI_NAMES
+    from v4jax.pipeline.fwrf_figure import receptive_field_figure
+
+    if subject.roi_codes is None:
+        labels = np.full(fields.sizes.shape, subject.roi)
+    else:
+        labels = np.array([ROI_NAMES.get(int(code), str(code)) for code in subject.roi_codes])
+    title = f"S{subject.subject} {_arm_label(arm)} {method}: receptive fields"
+    return receptive_field_figure(
+        fields.centres, fields.sizes, labels, fields.map_shape, title=title
+    )
 
 
 def _colour(results: StudyResults, method: str) -> str:
@@ -916,4 +970,260 @@ def _arm_comparison_figure(results: StudyResults, subject: SubjectResult) -> Fig
         figure,
         f"S{subject.subject}, ROI {subject.roi}: feature arms compared per voxel (dashed: y = x)",
     )
+    return figure
+
+
+# ----------------------------------------------------------------------------------------------
+# Sweeps: which layer best predicts each ROI
+# ----------------------------------------------------------------------------------------------
+
+#: One colour per vim-1 ROI, early to late areas (Okabe-Ito then two greys).
+ROI_COLOURS = {
+    "V1": "#0072B2",
+    "V2": "#56B4E9",
+    "V3": "#009E73",
+    "V3A": "#F0E442",
+    "V3B": "#E69F00",
+    "V4": "#D55E00",
+    "LO": "#CC79A7",
+    "other": "#7F7F7F",
+    "all": "#000000",
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class SweepLayerScores:
+    """Per-voxel accuracy of every swept layer for one method (L layers, V voxels).
+
+    Attributes:
+      method: the method. layers: (L,) layer names in sweep order. score: the per-voxel score
+        read ("val_r", else "test_r", else the best cross-validated score "cv").
+      accuracy: (L, V) that score. valid: (V,) voxels with finite responses.
+      roi_names: (V,) ROI name of each voxel ("all" for plain HDF5 responses).
+      noise_ceiling_r: (V,) known ceiling on Pearson r, or None.
+    """
+
+    method: str
+    layers: tuple[str, ...]
+    score: str
+    accuracy: np.ndarray
+    valid: np.ndarray
+    roi_names: np.ndarray
+    noise_ceiling_r: np.ndarray | None
+
+    @property
+    def rois(self) -> list[str]:
+        """ROI names present among the valid voxels, early areas first."""
+        return _ordered(set(self.roi_names[self.valid].tolist()), tuple(ROI_COLOURS))
+
+    def voxels(self, roi: str) -> np.ndarray:
+        """Indices of the valid voxels of ``roi``."""
+        return np.flatnonzero(self.valid & (self.roi_names == roi))
+
+    def normalised(self, roi: str) -> tuple[np.ndarray, bool]:
+        """(L, v) accuracy of ``roi``'s voxels over their known ceiling (voxels with a
+        positive ceiling), or the raw accuracy when no ceiling is known; and whether divided."""
+        voxels = self.voxels(roi)
+        if self.noise_ceiling_r is None:
+            return self.accuracy[:, voxels], False
+        voxels = voxels[self.noise_ceiling_r[voxels] > 0]
+        return self.accuracy[:, voxels] / self.noise_ceiling_r[voxels], True
+
+
+def read_sweep(path: str | os.PathLike, method: str | None = None) -> SweepLayerScores:
+    """Per-voxel accuracy of every layer of a sweep results file, for one method.
+
+    Args:
+      path: sweep results file (``v4jax sweep``'s ``sweep.h5``).
+      method: which method (None: ridge if swept, else the first).
+
+    Raises:
+      FileNotFoundError: no such file. ValueError: not a sweep results file, or no such method.
+    """
+    from v4jax.data._format import ROI_NAMES
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"sweep results file {path} does not exist; run `v4jax sweep`.")
+    with open_hdf5(path, "HDF5 sweep results file") as handle:
+        try:
+            settings = json.loads(handle.attrs["settings"])
+        except (KeyError, TypeError, ValueError):
+            raise ValueError(
+                f"{path} has no readable sweep settings; was it written by `v4jax sweep`?"
+            ) from None
+        methods = list(settings["methods"])
+        method = method or ("ridge" if "ridge" in methods else methods[0])
+        if method not in methods:
+            raise ValueError(f"{path} swept {methods}, not {method!r}.")
+        layers = tuple(layer["name"] for layer in settings["layers"])
+        groups = [handle[schema.sweep_group(layer, method)] for layer in layers]
+        score = next((name for name in ("val_r", "test_r") if name in groups[0]), "cv")
+        if score == "cv":
+            accuracy = np.stack([np.nanmax(group["cv_scores"][...], axis=0) for group in groups])
+        else:
+            accuracy = np.stack([group[score][...] for group in groups])
+        codes = (
+            handle[schema.ROI_CODES][...]
+            if schema.ROI_CODES in handle
+            else np.full(accuracy.shape[1], schema.NO_ROI)
+        )
+        roi_names = np.array([ROI_NAMES.get(int(code), "all") for code in codes])
+        ceiling = handle[schema.NOISE_CEILING][...] if schema.NOISE_CEILING in handle else None
+        valid = handle[schema.VALID][...].astype(bool) & np.all(np.isfinite(accuracy), axis=0)
+    return SweepLayerScores(method, layers, score, accuracy, valid, roi_names, ceiling)
+
+
+def sweep_summary(path: str | os.PathLike) -> dict[str, Any]:
+    """The layer x ROI summary of a sweep results file.
+
+    Returns:
+      ``layer_sweep``: ROI name -> layer name -> median validation r over the ROI's voxels
+      (ridge if swept, else the first method; the test or cross-validated score when there
+      are no validation images: see ``score``); ``best_layer``: ROI -> the layer of highest
+      median; ``best_layer_per_voxel``: ROI -> layer -> fraction of the ROI's voxels whose
+      accuracy is highest on that layer; ``ceiling_normalised``: ROI -> layer -> median and
+      quartiles of r / noise ceiling over voxels with a known ceiling (None on real data);
+      ``by_method``: method -> its own ``layer_sweep``; ``method``, ``score``, ``layers``,
+      ``rois`` and ``n_voxels`` (ROI -> count).
+    """
+    scores = read_sweep(path)
+    with open_hdf5(Path(path), "HDF5 sweep results file") as handle:
+        methods = json.loads(handle.attrs["settings"])["methods"]
+    by_method = {}
+    for method in methods:
+        of_method = read_sweep(path, method)
+        by_method[method] = {
+            roi: {
+                layer: float(np.median(of_method.accuracy[index, of_method.voxels(roi)]))
+                for index, layer in enumerate(of_method.layers)
+            }
+            for roi in of_method.rois
+        }
+    layer_sweep = by_method[scores.method]
+    best_per_voxel, normalised = {}, {}
+    for roi in scores.rois:
+        winners = np.argmax(scores.accuracy[:, scores.voxels(roi)], axis=0)
+        best_per_voxel[roi] = {
+            layer: float(np.mean(winners == index)) for index, layer in enumerate(scores.layers)
+        }
+        values, divided = scores.normalised(roi)
+        if divided and values.shape[1]:
+            quartiles = np.percentile(values, [25, 50, 75], axis=1)
+            normalised[roi] = {
+                layer: {
+                    "median": float(quartiles[1, index]),
+                    "q25": float(quartiles[0, index]),
+                    "q75": float(quartiles[2, index]),
+                }
+                for index, layer in enumerate(scores.layers)
+            }
+    return {
+        "method": scores.method,
+        "score": scores.score,
+        "layers": list(scores.layers),
+        "rois": scores.rois,
+        "n_voxels": {roi: int(scores.voxels(roi).size) for roi in scores.rois},
+        "layer_sweep": layer_sweep,
+        "best_layer": {roi: max(layers, key=layers.get) for roi, layers in layer_sweep.items()},
+        "best_layer_per_voxel": best_per_voxel,
+        "ceiling_normalised": normalised if scores.noise_ceiling_r is not None else None,
+        "by_method": by_method,
+    }
+
+
+def write_sweep_summary(path: str | os.PathLike) -> dict[str, Any]:
+    """:func:`sweep_summary` written (atomically) as JSON beside the sweep results file."""
+    summary = sweep_summary(path)
+    atomic_write_text(schema.summary_path(path), json.dumps(summary, indent=2))
+    return summary
+
+
+def format_layer_sweep(summary: dict[str, Any]) -> str:
+    """Text table of a :func:`sweep_summary`: one row per ROI, one column per layer (median
+    accuracy), then the ROI's best layer."""
+    layers = summary["layers"]
+    header = ["ROI", "voxels", *layers, "best layer"]
+    cells = [header] + [
+        [
+            roi,
+            str(summary["n_voxels"][roi]),
+            *(f"{summary['layer_sweep'][roi][layer]:.3f}" for layer in layers),
+            summary["best_layer"][roi],
+        ]
+        for roi in summary["rois"]
+    ]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
+    lines = ["  ".join(cell.rjust(w) for cell, w in zip(row, widths, strict=True)) for row in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    label = {"val_r": "validation r", "test_r": "test r", "cv": "cross-validated score"}
+    title = f"median {label[summary['score']]} per ROI and layer ({summary['method']})"
+    return title + "\n" + "\n".join(lines)
+
+
+def make_sweep_figures(
+    sweep_path: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    *,
+    formats: Sequence[str] = _FORMATS,
+) -> list[Path]:
+    """Draw the layer x ROI figure of a sweep results file (``layer_roi.{png,pdf}``).
+
+    Left: per ROI, the median over its voxels of the validation r divided by each voxel's known
+    noise ceiling (synthetic data; the raw r on real data) for every layer, the band spanning
+    the 25th to 75th percentiles. Right: the fraction of each ROI's voxels best predicted by
+    each layer.
+
+    Returns:
+      The written paths.
+    """
+    formats = _check_formats(formats)
+    scores = read_sweep(sweep_path)
+    with matplotlib.rc_context(_STYLE):
+        figure = _layer_roi_figure(scores)
+        return _save(figure, Path(out_dir), "layer_roi", formats)
+
+
+def _layer_roi_figure(scores: SweepLayerScores) -> Figure:
+    layers, rois = scores.layers, scores.rois
+    figure = Figure(figsize=(6.0 + 1.2 * len(layers), 4.6), layout="constrained")
+    left, right = figure.subplots(1, 2, width_ratios=(1.25, 1))
+    positions = np.arange(len(layers))
+    divided = False
+    for roi in rois:
+        values, divided = scores.normalised(roi)
+        if not values.shape[1]:
+            continue
+        low, median, high = np.percentile(values, [25, 50, 75], axis=1)
+        colour = ROI_COLOURS.get(roi, "#444444")
+        left.fill_between(positions, low, high, color=colour, alpha=0.15, linewidth=0)
+        left.plot(positions, median, color=colour, marker="o", label=f"{roi} ({values.shape[1]})")
+        best = int(np.argmax(median))
+        left.plot(positions[best], median[best], marker="*", markersize=13, color=colour)
+    if left.get_ylim()[0] < 0:
+        left.axhline(0.0, color="black", linewidth=0.8)
+    left.set_xticks(positions, layers)
+    left.set_xlabel("layer")
+    score = {"val_r": "validation r", "test_r": "test r", "cv": "CV score"}[scores.score]
+    left.set_ylabel(f"{score} / noise ceiling" if divided else score)
+    left.set_title("median over each ROI's voxels\n(band: 25-75%; star: the curve's best layer)")
+    left.legend(title="ROI (voxels)", frameon=False, fontsize=8, loc="best")
+    fractions = np.array(
+        [
+            [np.mean(np.argmax(scores.accuracy[:, scores.voxels(roi)], axis=0) == index)
+             for index in range(len(layers))]
+            for roi in rois
+        ]
+    )  # fmt: skip
+    image = right.imshow(fractions, cmap="viridis", vmin=0, vmax=1, aspect="auto")
+    for (row, column), value in np.ndenumerate(fractions):
+        colour = "black" if value > 0.6 else "white"
+        right.text(column, row, f"{value:.2f}", ha="center", va="center", color=colour, fontsize=8)
+    right.set_xticks(positions, layers)
+    right.set_yticks(np.arange(len(rois)), rois)
+    right.set_xlabel("layer")
+    right.set_title("fraction of each ROI's voxels\nbest predicted by each layer")
+    figure.colorbar(image, ax=right, label="fraction of voxels")
+    what = "ceiling-normalised " if divided else ""
+    _title(figure, f"Which layer predicts each ROI: {what}{score}, {scores.method}")
     return figure

@@ -20,10 +20,7 @@ import dataclasses
 import datetime
 import json
 import logging
-import os
 import platform
-import shutil
-import tempfile
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -32,29 +29,24 @@ from typing import Any, TypeVar
 import h5py
 import numpy as np
 
+from v4jax import _checkpoint as checkpoint
 from v4jax._io import atomic_path, atomic_write_text, file_sha256, open_hdf5
 from v4jax.data import load_vim1, study_split
 from v4jax.data._format import RESPONSES_FILE
 from v4jax.metrics import pearson_columns, r2_columns
+from v4jax.pipeline import defaults
+from v4jax.pipeline import results_schema as schema
 from v4jax.solvers.engine.result import CrossValidatedResult, chosen_values, grid_edge
 
 logger = logging.getLogger(__name__)
 
 ARMS = ("plain", "retina")
-METHODS = ("ridge", "pls", "banded", "readout")
 DEFAULT_METHODS = ("ridge", "pls")
-# Wider than the classic 1e-2..1e6: unscaled conv3 features have kernel eigenvalues near 1e7.
-DEFAULT_ALPHAS = tuple(float(a) for a in np.logspace(-2, 10, 25))
-DEFAULT_COMPONENTS = tuple(range(1, 26))
-HYPERPARAMETER_NAMES = {
-    "ridge": "alpha",
-    "pls": "n_components",
-    "banded": "alpha",
-    "readout": "penalty",
-}
-CHECKPOINT_SUFFIX = ".partial"
+DEFAULT_ALPHAS = defaults.ALPHAS
+DEFAULT_COMPONENTS = defaults.COMPONENTS
+CHECKPOINT_SUFFIX = checkpoint.PARTIAL_SUFFIX
 CHECKPOINT_FORMAT = "v4jax-study-checkpoint/1"
-CHECKPOINT_RUN_FILE = "run.json"
+CHECKPOINT_RUN_FILE = checkpoint.RUN_FILE
 _T = TypeVar("_T")
 
 
@@ -75,9 +67,9 @@ class FitSettings:
     methods: tuple[str, ...] = DEFAULT_METHODS
     alphas: tuple[float, ...] = DEFAULT_ALPHAS
     n_components: tuple[int, ...] = DEFAULT_COMPONENTS
-    cv: int = 5
+    cv: int = defaults.CV_FOLDS
     layer: str = "conv3"
-    n_test: int = 250
+    n_test: int = defaults.TEST_SIZE
 
 
 def features_path(out_dir: str | Path, arm: str, variant: str) -> Path:
@@ -280,8 +272,7 @@ def input_hashes(data_dir: str | Path, features: dict[str, str | Path]) -> dict[
 
 def checkpoint_path(results_path: str | Path) -> Path:
     """The directory where :func:`fit_study` keeps the finished fits of an unfinished run."""
-    results_path = Path(results_path)
-    return results_path.with_name(results_path.name + CHECKPOINT_SUFFIX)
+    return checkpoint.partial_path(results_path)
 
 
 def fit_study(
@@ -297,7 +288,8 @@ def fit_study(
 ) -> Path:
     """Fit every (subject, arm, method), score it and write the results file atomically.
 
-    Resumable: every finished (subject, arm group, method) fit is written atomically into the
+    Resumable through :mod:`v4jax._checkpoint` (the mechanism extraction and sweeps
+    use): every finished (subject, arm group, method) fit is written atomically into the
     checkpoint directory :func:`checkpoint_path` (``<results_path>.partial/``) together with
     ``run.json``, the run's key (sha256 of the features and responses files, subjects, ROI and
     settings). Calling again with the same inputs and settings after an interruption loads the
@@ -313,7 +305,8 @@ def fit_study(
     Args:
       data_dir: vim-1 directory (real or synthetic).
       features: arm -> features file (from :func:`extract_features`), (n_images, ...) per layer.
-      results_path: HDF5 results file to write (a JSON summary goes beside it).
+      results_path: HDF5 results file to write (layout: :mod:`v4jax.pipeline.results_schema`);
+        a JSON summary goes beside it: ``{"fits": [one row per subject, arm and method]}``.
       subjects: subject numbers. roi: ROI name, code or list (as :func:`load_vim1`).
       settings: methods and grids.
       config: extra configuration recorded in the file.
@@ -344,8 +337,7 @@ def fit_study(
     results_path = Path(results_path)
     inputs = input_hashes(data_dir, features)
     key = _run_key(inputs, subjects, roi, settings)
-    checkpoint = checkpoint_path(results_path)
-    _check_checkpoint(checkpoint, key)
+    units = checkpoint_path(results_path)
     fits: list[tuple[int, str, str]] = []
     for subject in subjects:
         data = load_vim1(data_dir, subject=subject, roi=roi)
@@ -357,19 +349,19 @@ def fit_study(
                     f"the {arm} features hold {design.shape[0]} images but the data has "
                     f"{n_train} + {n_val}; re-run `v4jax extract` on this data directory."
                 )
-        _create_checkpoint(checkpoint, key)
-        with atomic_path(checkpoint / f"S{subject}.h5") as temporary:
+        units = checkpoint.open_partial_directory(results_path, key, "S*_*.h5")
+        with atomic_path(units / f"S{subject}.h5") as temporary:
             with h5py.File(temporary, "w") as handle:
                 _write_subject_header(handle.create_group("subject"), data, data_dir, roi, split)
         for method in settings.methods:
-            if _SOLVERS[method].all_arms:
+            if SOLVERS[method].all_arms:
                 groups = [designs]
             else:
                 groups = [{arm: design} for arm, design in designs.items()]
             for arms in groups:
                 arm = "+".join(arms)
                 fits.append((subject, arm, method))
-                fit_file = checkpoint / _fit_file_name(subject, arm, method)
+                fit_file = units / _fit_file_name(subject, arm, method)
                 if fit_file.exists():
                     logger.info(
                         "S%d/%s/%s: loaded from checkpoint %s", subject, arm, method, fit_file
@@ -395,14 +387,16 @@ def fit_study(
     with atomic_path(results_path) as temporary, h5py.File(temporary, "w") as handle:
         _write_run_attributes(handle, data_dir, features, subjects, roi, settings, config, inputs)
         for subject in subjects:
-            with _open_checkpoint_file(checkpoint / f"S{subject}.h5") as source:
-                handle.copy(source["subject"], f"S{subject}")
+            with _open_checkpoint_file(units / f"S{subject}.h5") as source:
+                handle.copy(source["subject"], schema.subject_group(subject))
         for subject, arm, method in fits:
-            with _open_checkpoint_file(checkpoint / _fit_file_name(subject, arm, method)) as source:
-                handle[f"S{subject}"].require_group(arm).copy(source["fit"], method)
+            with _open_checkpoint_file(units / _fit_file_name(subject, arm, method)) as source:
+                group = handle[schema.subject_group(subject)].require_group(arm)
+                group.copy(source["fit"], method)
                 summary_rows.append({"subject": subject, **json.loads(source.attrs["summary"])})
-    atomic_write_text(results_path.with_suffix(".json"), json.dumps(summary_rows, indent=2))
-    shutil.rmtree(checkpoint)
+    summary = {"fits": summary_rows}
+    atomic_write_text(schema.summary_path(results_path), json.dumps(summary, indent=2))
+    checkpoint.finish(results_path)
     return results_path
 
 
@@ -425,67 +419,7 @@ def _run_key(
         "roi": roi,
         "settings": dataclasses.asdict(settings),
     }
-    return json.loads(json.dumps(key))
-
-
-def _check_checkpoint(directory: Path, key: dict[str, Any]) -> None:
-    """Check an existing checkpoint against ``key``: refuse it if it holds finished fits of
-    other inputs or settings; remove it if it holds none (nothing would be lost)."""
-    if not directory.exists():
-        return
-    if not directory.is_dir():
-        raise ValueError(
-            f"{directory} exists but is not a checkpoint directory; move it away (fit_study "
-            "keeps its finished fits there)."
-        )
-    try:
-        stored = json.loads((directory / CHECKPOINT_RUN_FILE).read_text())
-    except (OSError, ValueError) as error:
-        raise ValueError(
-            f"the checkpoint {directory} of an unfinished fit cannot be read ({error}); delete "
-            "it to start over."
-        ) from None
-    changed = _changed_keys(stored, key)
-    finished = sorted(path.name for path in directory.glob("S*_*.h5"))
-    if changed and finished:
-        raise ValueError(
-            f"cannot resume from the checkpoint {directory}: it holds {len(finished)} finished "
-            f"fit(s) of a run with other inputs or settings (changed: {', '.join(changed)}). "
-            f"Rerun with the same arguments to resume, or delete {directory} to start over."
-        )
-    if changed:
-        logger.info("removing the checkpoint %s: no finished fits, other settings", directory)
-        shutil.rmtree(directory)
-    elif finished:
-        logger.info("resuming from checkpoint %s: %d finished fit(s)", directory, len(finished))
-
-
-def _create_checkpoint(directory: Path, key: dict[str, Any]) -> None:
-    """Create the checkpoint directory with its ``run.json`` (whole: never one without it)."""
-    if directory.exists():
-        return
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    temporary = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
-    (temporary / CHECKPOINT_RUN_FILE).write_text(json.dumps(key, indent=1, sort_keys=True))
-    os.replace(temporary, directory)
-
-
-def _changed_keys(stored: Any, key: dict[str, Any]) -> list[str]:
-    """Names of the entries that differ (one level into nested objects, e.g. settings.alphas)."""
-    if not isinstance(stored, dict):
-        return ["the checkpoint records no readable key"]
-    changed = []
-    for name in sorted(set(stored) | set(key)):
-        old, new = stored.get(name), key.get(name)
-        if isinstance(old, dict) and isinstance(new, dict):
-            changed += [
-                f"{name}.{inner}"
-                for inner in sorted(set(old) | set(new))
-                if old.get(inner) != new.get(inner)
-            ]
-        elif old != new:
-            changed.append(name)
-    return changed
+    return checkpoint.as_key(key)
 
 
 def _open_checkpoint_file(path: Path) -> h5py.File:
@@ -533,6 +467,19 @@ def _fit_banded(
     from v4jax.solvers.banded import banded_ridge_cv
 
     return banded_ridge_cv(list(bands), Y, settings.alphas, cv=settings.cv)
+
+
+def _fit_fwrf(
+    bands: Sequence[np.ndarray],
+    map_shapes: Sequence[tuple[int, ...]],
+    Y: np.ndarray,
+    settings: FitSettings,
+    progress: bool,
+) -> CrossValidatedResult:
+    from v4jax.solvers.fwrf import fwrf_cv
+
+    ((X,), (map_shape,)) = bands, map_shapes
+    return fwrf_cv(X.reshape(X.shape[0], *map_shape), Y, cv=settings.cv)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -590,19 +537,24 @@ class _Solver:
       fit: (bands, map_shapes, Y, settings, progress) -> the cross-validated result, where
         ``bands`` holds one (n_fit, n_features) design per arm fitted together and
         ``map_shapes`` their (H, W, C) feature-map shapes.
+      hyperparameter_name: what the method's grid holds ("alpha", "n_components", ...).
       all_arms: fit every arm together, as bands, rather than each arm on its own.
     """
 
     fit: Callable[..., Any]
+    hyperparameter_name: str
     all_arms: bool = False
 
 
-_SOLVERS = {
-    "ridge": _Solver(_fit_ridge),
-    "pls": _Solver(_fit_pls),
-    "banded": _Solver(_fit_banded, all_arms=True),
-    "readout": _Solver(_fit_readout),
+#: Every method the study fits: adding one is one entry here.
+SOLVERS = {
+    "ridge": _Solver(_fit_ridge, "alpha"),
+    "pls": _Solver(_fit_pls, "n_components"),
+    "banded": _Solver(_fit_banded, "alpha", all_arms=True),
+    "readout": _Solver(_fit_readout, "penalty"),
+    "fwrf": _Solver(_fit_fwrf, "alpha"),
 }
+METHODS = tuple(SOLVERS)
 
 
 def _rows(designs: dict[str, np.ndarray], rows: np.ndarray) -> np.ndarray:
@@ -646,7 +598,7 @@ def _fit_one(
     targets = np.column_stack([responses, responses.mean(axis=1)])
     fit_rows, test_rows = split.fit, split.test
     val_rows = data.resp_train.shape[0] + split.validation
-    result = _SOLVERS[method].fit(
+    result = SOLVERS[method].fit(
         [design[fit_rows] for design in designs.values()],
         [map_shapes[arm] for arm in designs],
         targets[fit_rows],
@@ -666,7 +618,7 @@ def _fit_one(
         for name, function in (("r", pearson_columns), ("r2", r2_columns))
     }
     arm = "+".join(designs)
-    out.attrs["hyperparameter_name"] = HYPERPARAMETER_NAMES[method]
+    out.attrs["hyperparameter_name"] = SOLVERS[method].hyperparameter_name
     out["grid"] = grid
     out["cv_scores"] = cv_scores[:, :-1]
     out["best_hyperparameter"] = best[:-1]
@@ -675,7 +627,11 @@ def _fit_one(
         out[name] = values[:-1].astype(np.float64)
     out["pred_test"] = predictions["test"][:, :-1].astype(np.float32)
     out["pred_val"] = predictions["val"][:, :-1].astype(np.float32)
-    average = out.create_group("roi_average")
+    if hasattr(result, "centres"):  # receptive fields (fwRF), (row, column) and sigma in cells
+        out[schema.RF_CENTRES] = np.asarray(result.centres)[:-1]
+        out[schema.RF_SIZES] = np.asarray(result.sizes)[:-1]
+        out.attrs[schema.RF_MAP_SHAPE] = list(map_shapes[next(iter(designs))][:2])
+    average = out.create_group(schema.ROI_AVERAGE)
     average.attrs["best_hyperparameter"] = float(best[-1])
     for name, values in scores.items():
         average.attrs[name] = float(values[-1])
@@ -697,7 +653,7 @@ def _write_subject_header(
 ) -> None:
     group.attrs["roi"] = json.dumps(roi) if not isinstance(roi, str) else roi
     group.attrs["n_voxels"] = int(data.resp_train.shape[1])
-    voxels = group.create_group("voxels")
+    voxels = group.create_group(schema.VOXELS)
     voxels["voxel_index"] = np.asarray(data.voxel_index)
     voxels["roi_codes"] = np.asarray(data.roi_codes)
     truth = _ground_truth(data_dir, data.subject, np.asarray(data.voxel_index))

@@ -12,26 +12,17 @@ fit in memory:
   test / validation scores and (optionally) the coefficients are written straight into the
   results file, so memory is bounded by the block size, not by the number of voxels.
 
-Crash safety: the work happens in ``out + ".partial"``. It is created complete (every dataset
-allocated, contiguous, with fill values) in a temporary file and renamed into place, so after
-that a block only overwrites raw data at fixed offsets and then sets its flag in
+Crash safety and resume: the work happens in ``out + ".partial"`` through the shared
+mechanism of :mod:`v4jax._checkpoint`. The partial is created complete (every dataset
+allocated, contiguous, with fill values) with its key (the inputs' hashes and the settings), so
+afterwards a block only overwrites raw data at fixed offsets and then sets its flag in
 ``completed_blocks``: a killed sweep can never damage blocks already recorded as done. Running
-the same sweep again resumes at the first unfinished block (refusing, with the differences, if
-inputs or settings changed); the finished file is renamed onto ``out``.
+the same sweep again resumes at the first unfinished block (refusing, naming what changed, if
+inputs or settings differ); the finished file is renamed onto ``out``.
 
-Results file layout (``V`` voxels, ``G`` grid values, ``F`` features)::
-
-    attrs: format, settings (JSON), settings_sha256, n_voxels, block_voxels, n_blocks
-    voxel_columns (V,) int64    response-file column of each voxel
-    valid (V,) uint8            1 where every response of the voxel is finite
-    <layer>/<method>/           attrs: layer, features_file, dataset, method,
-                                       hyperparameter_name, n_features, solver
-        grid (G,)               alphas or component counts
-        completed_blocks (n_blocks,) uint8
-        best_hyperparameter (V,) float64, best_index (V,) int32 (-1: invalid voxel)
-        cv_scores (G, V) float32, intercept (V,) float32
-        test_r, test_r2, val_r, val_r2 (V,) float32   (the parts that exist)
-        coef (V, F) float32     one row per voxel (with save_coef)
+The results layout is :mod:`v4jax.pipeline.results_schema`, read by
+:func:`v4jax.pipeline.report.sweep_summary` and :func:`v4jax.pipeline.report.make_sweep_figures`.
+A method is one entry of ``SOLVERS``.
 """
 
 from __future__ import annotations
@@ -56,22 +47,22 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
+from v4jax import _checkpoint as checkpoint
 from v4jax import _validation
-from v4jax._io import atomic_path, file_sha256, open_hdf5
+from v4jax._io import file_sha256, open_hdf5
 from v4jax.metrics import SCORES, pearson_columns, r2_columns
+from v4jax.pipeline import defaults
+from v4jax.pipeline import results_schema as schema
 from v4jax.solvers.engine.folds import make_folds
 from v4jax.solvers.engine.result import chosen_values
-from v4jax.solvers.engine.sharding import replicate
 
 logger = logging.getLogger(__name__)
 
-METHODS = ("ridge", "pls")
-HYPERPARAMETER_NAMES = {"ridge": "alpha", "pls": "n_components"}
-DEFAULT_ALPHAS = tuple(float(a) for a in np.logspace(-2, 10, 25))
-DEFAULT_COMPONENTS = tuple(range(1, 26))
-DEFAULT_BLOCK_VOXELS = 4096
-PARTIAL_SUFFIX = ".partial"
-FORMAT = "v4jax-sweep/1"
+DEFAULT_ALPHAS = defaults.ALPHAS
+DEFAULT_COMPONENTS = defaults.COMPONENTS
+DEFAULT_BLOCK_VOXELS = defaults.BLOCK_VOXELS
+PARTIAL_SUFFIX = checkpoint.PARTIAL_SUFFIX
+FORMAT = schema.SWEEP_FORMAT
 
 
 # -- inputs -------------------------------------------------------------------------------------
@@ -97,11 +88,18 @@ class Vim1Source:
     """vim-1 responses: ``<data_dir>/EstimatedResponses.mat``, one subject, an ROI selection.
 
     The design's rows are the training images then the validation images.
+
+    Attributes:
+      data_dir: the vim-1 directory (real or synthetic).
+      subject: subject number.
+      roi: ROI name, code or list (as :func:`v4jax.data.load_vim1`), or "all".
+      max_voxels_per_roi: keep only the first N voxels (in file order) of each ROI (None: all).
     """
 
     data_dir: Path
     subject: int = 1
     roi: Any = "all"
+    max_voxels_per_roi: int | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -211,12 +209,16 @@ class _Reader:
     columns: (V,) file columns of the swept voxels. design_rows: part -> design row indices
     ("fit", and "test" / "val" where they exist). read: block columns -> part -> (rows, b)
     float32 responses. identity: what identifies the inputs (hashed into the settings).
+    roi_codes: (V,) vim-1 ROI code of each voxel (``NO_ROI`` for plain HDF5 responses).
+    noise_ceiling_r: (V,) known ceiling on Pearson r (synthetic vim-1 data), else None.
     """
 
     columns: np.ndarray
     design_rows: dict[str, np.ndarray]
     read: Callable[[np.ndarray], dict[str, np.ndarray]]
     identity: dict[str, Any]
+    roi_codes: np.ndarray
+    noise_ceiling_r: np.ndarray | None = None
 
 
 def _split_rows(n_rows: int, n_test: int) -> dict[str, np.ndarray]:
@@ -237,7 +239,9 @@ def _open_reader(source: Vim1Source | ArraySource, n_test: int) -> Iterator[_Rea
         from v4jax.data import open_responses
 
         with open_responses(source.data_dir, source.subject) as responses:
-            columns = responses.columns_for(source.roi)
+            columns = _first_per_roi(
+                responses.columns_for(source.roi), responses.roi_codes, source.max_voxels_per_roi
+            )
             rows = _split_rows(responses.n_train, n_test)
             rows["val"] = np.arange(responses.n_train, responses.n_train + responses.n_val)
 
@@ -254,7 +258,8 @@ def _open_reader(source: Vim1Source | ArraySource, n_test: int) -> Iterator[_Rea
                 "subject": source.subject,
                 "columns_sha256": hashlib.sha256(columns.tobytes()).hexdigest(),
             }
-            yield _Reader(columns, rows, read, identity)
+            ceiling = _known_ceiling(Path(source.data_dir), source.subject, columns)
+            yield _Reader(columns, rows, read, identity, responses.roi_codes[columns], ceiling)
         return
     if not isinstance(source, ArraySource):
         raise TypeError(
@@ -284,7 +289,32 @@ def _open_reader(source: Vim1Source | ArraySource, n_test: int) -> Iterator[_Rea
             "dataset": source.dataset,
             "shape": list(dataset.shape),
         }
-        yield _Reader(np.arange(dataset.shape[1]), rows, read, identity)
+        columns = np.arange(dataset.shape[1])
+        yield _Reader(columns, rows, read, identity, np.full(columns.size, schema.NO_ROI))
+
+
+def _first_per_roi(columns: np.ndarray, roi_codes: np.ndarray, limit: int | None) -> np.ndarray:
+    """``columns`` keeping only the first ``limit`` of each ROI (all when ``limit`` is None)."""
+    if limit is None:
+        return columns
+    limit = _validation.check_positive_int(limit, "max_voxels_per_roi")
+    codes = roi_codes[columns]
+    keep = np.zeros(columns.size, bool)
+    for code in np.unique(codes):
+        keep[np.flatnonzero(codes == code)[:limit]] = True
+    return columns[keep]
+
+
+def _known_ceiling(data_dir: Path, subject: int, columns: np.ndarray) -> np.ndarray | None:
+    """(V,) noise ceiling on Pearson r of the chosen columns, when the data is synthetic."""
+    from v4jax.data._format import GROUND_TRUTH_FILE
+
+    path = data_dir / GROUND_TRUTH_FILE
+    if not path.exists():
+        return None
+    with _open_hdf5(path, "ground-truth file") as handle:
+        name = f"S{subject}/noise_ceiling_r"
+        return handle[name][...][columns] if name in handle else None
 
 
 @contextlib.contextmanager
@@ -352,6 +382,7 @@ def run_sweep(
     methods: Sequence[str] = ("ridge",),
     alphas: Any = DEFAULT_ALPHAS,
     n_components: Any = DEFAULT_COMPONENTS,
+    grids: dict[str, Any] | None = None,
     cv: Any = 5,
     score: str = "r2",
     n_test: int = 0,
@@ -368,8 +399,9 @@ def run_sweep(
         per response sample (vim-1: training images then validation images).
       responses: :class:`Vim1Source` or :class:`ArraySource`.
       out: the HDF5 results file (the layout is in this module's docstring).
-      methods: subset of ("ridge", "pls").
+      methods: names of ``SOLVERS`` ("ridge", "pls").
       alphas: ridge grid. n_components: PLS grid (an int K means 1..K).
+      grids: grid of any other method of ``SOLVERS``, by its ``grid`` name.
       cv: folds over the fitting samples (int: contiguous folds, or a list of (train, test)).
       score: "r2" or "pearson", the cross-validated score that picks each voxel's value.
       n_test: the last ``n_test`` training samples are held out of the fit and scored as the
@@ -400,16 +432,23 @@ def run_sweep(
         raise ValueError(f"n_test must be a non-negative integer, got {n_test!r}.")
     with _open_reader(responses, n_test) as reader:
         plan = _make_plan(
-            layers, reader, methods, alphas, n_components, cv, score, block_voxels, save_coef
+            layers,
+            reader,
+            methods,
+            {"alphas": alphas, "n_components": n_components, **(grids or {})},
+            cv,
+            score,
+            block_voxels,
+            save_coef,
         )
-        partial = out.with_name(out.name + PARTIAL_SUFFIX)
         computed: list[tuple[str, str, int]] = []
-        with _open_partial(partial, plan, reader) as handle:
+        create = functools.partial(_create_layout, plan=plan, reader=reader)
+        with checkpoint.open_partial_file(out, plan.settings, create, "sweep") as handle:
             for layer in plan.layers:
                 pending = [
                     method
                     for method in plan.methods
-                    if not np.all(handle[f"{layer.name}/{method}/completed_blocks"][...])
+                    if checkpoint.pending_units(_flags(handle, layer.name, method)).size
                 ]
                 if not pending:
                     continue
@@ -418,36 +457,41 @@ def run_sweep(
                     computed += _sweep_task(
                         handle, plan, reader, design, layer, method, devices, progress
                     )
-    os.replace(partial, out)
+    checkpoint.finish(out)
     return SweepSummary(out, tuple(computed), plan.n_blocks)
+
+
+def _flags(handle: h5py.File, layer: str, method: str) -> h5py.Dataset:
+    return handle[f"{schema.sweep_group(layer, method)}/{schema.COMPLETED_BLOCKS}"]
 
 
 def _make_plan(
     layers: Sequence[LayerSource],
     reader: _Reader,
     methods: Sequence[str],
-    alphas: Any,
-    n_components: Any,
+    grid_arguments: dict[str, Any],
     cv: Any,
     score: str,
     block_voxels: int,
     save_coef: bool,
 ) -> _Plan:
-    from v4jax.solvers.pls import as_component_grid
-
     layers = tuple(layers)
     if not layers or not all(isinstance(layer, LayerSource) for layer in layers):
         raise TypeError("layers must be a non-empty list of LayerSource (see feature_layers).")
     methods = tuple(methods)
-    unknown = sorted(set(methods) - set(METHODS))
+    unknown = sorted(set(methods) - set(SOLVERS))
     if unknown or not methods:
-        raise ValueError(f"unknown or no method(s) {unknown}; choose from {list(METHODS)}.")
+        raise ValueError(f"unknown or no method(s) {unknown}; choose from {list(SOLVERS)}.")
     _validation.check_choice(score, "score", SCORES)
-    grids = {}
-    if "ridge" in methods:
-        grids["ridge"] = _validation.check_alphas(alphas)
-    if "pls" in methods:
-        grids["pls"] = as_component_grid(n_components).astype(np.float64)
+    missing = [
+        SOLVERS[method].grid for method in methods if SOLVERS[method].grid not in grid_arguments
+    ]
+    if missing:
+        raise ValueError(f"no grid given for {missing}; pass grids={{name: values}} to run_sweep.")
+    grids = {
+        method: SOLVERS[method].check_grid(grid_arguments[SOLVERS[method].grid])
+        for method in methods
+    }
     n_rows = max(int(indices.max()) for indices in reader.design_rows.values()) + 1
     n_features = {}
     for layer in layers:
@@ -497,60 +541,6 @@ def _make_plan(
     )
 
 
-@contextlib.contextmanager
-def _open_partial(partial: Path, plan: _Plan, reader: _Reader) -> Iterator[h5py.File]:
-    """The unfinished results file: resumed after checking its settings, or created whole."""
-    if not partial.exists():
-        with atomic_path(partial) as temporary:
-            with h5py.File(temporary, "w") as handle:
-                _create_layout(handle, plan, reader)
-    try:
-        handle = h5py.File(partial, "r+")
-    except OSError as error:
-        raise ValueError(
-            f"the unfinished sweep {partial} cannot be opened ({error}); delete it to start over."
-        ) from None
-    with handle:
-        stored = handle.attrs.get("settings_sha256")
-        if stored != plan.settings_sha256:
-            raise ValueError(
-                f"cannot resume {partial}: it was started with different inputs or settings "
-                f"({_settings_differences(handle.attrs.get('settings'), plan.settings)}). Rerun "
-                "with the same arguments, or delete the .partial file to start over."
-            )
-        done = sum(
-            int(np.sum(handle[f"{layer.name}/{method}/completed_blocks"][...]))
-            for layer, method in plan.tasks()
-        )
-        if done:
-            logger.info("resuming %s: %d block(s) already done", partial, done)
-        yield handle
-
-
-def _settings_differences(stored: Any, settings: dict[str, Any]) -> str:
-    try:
-        previous = json.loads(stored)
-    except (TypeError, ValueError):
-        return "the file records no readable settings"
-    keys = sorted(set(previous) | set(settings))
-    changed = [key for key in keys if previous.get(key) != settings.get(key)]
-    return "changed: " + ", ".join(changed) if changed else "the settings hash differs"
-
-
-def _fixed_dataset(
-    group: h5py.Group, name: str, shape: tuple[int, ...], dtype: Any, fill: Any
-) -> h5py.Dataset:
-    """A contiguous dataset allocated and filled at creation.
-
-    Later writes only overwrite raw data at fixed offsets: no HDF5 metadata changes after the
-    file is created, so an interrupted write cannot damage the rest of the file.
-    """
-    properties = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
-    properties.set_alloc_time(h5py.h5d.ALLOC_TIME_EARLY)
-    properties.set_fill_time(h5py.h5d.FILL_TIME_ALLOC)
-    return group.create_dataset(name, shape=shape, dtype=dtype, fillvalue=fill, dcpl=properties)
-
-
 def _create_layout(handle: h5py.File, plan: _Plan, reader: _Reader) -> None:
     handle.attrs.update(
         {
@@ -562,55 +552,58 @@ def _create_layout(handle: h5py.File, plan: _Plan, reader: _Reader) -> None:
             "n_blocks": plan.n_blocks,
         }
     )
-    handle.create_dataset("voxel_columns", data=reader.columns.astype(np.int64))
-    _fixed_dataset(handle, "valid", (plan.n_voxels,), np.uint8, 0)
+    handle.create_dataset(schema.VOXEL_COLUMNS, data=reader.columns.astype(np.int64))
+    handle.create_dataset(schema.ROI_CODES, data=reader.roi_codes.astype(np.int64))
+    if reader.noise_ceiling_r is not None:
+        handle.create_dataset(schema.NOISE_CEILING, data=reader.noise_ceiling_r)
+    checkpoint.preallocated(handle, schema.VALID, (plan.n_voxels,), np.uint8, 0)
     for layer, method in plan.tasks():
-        group = handle.create_group(f"{layer.name}/{method}")
+        group = handle.create_group(schema.sweep_group(layer.name, method))
         group.attrs.update(
             {
                 "layer": layer.name,
                 "features_file": str(layer.path),
                 "dataset": layer.dataset,
                 "method": method,
-                "hyperparameter_name": HYPERPARAMETER_NAMES[method],
+                "hyperparameter_name": SOLVERS[method].hyperparameter_name,
                 "n_features": plan.n_features[layer.name],
                 "solver": "dual" if plan.n_features[layer.name] > plan.n_fit else "primal",
             }
         )
         grid = plan.grids[method]
-        group.create_dataset("grid", data=grid.astype(_SOLVERS[method].grid_dtype))
-        _fixed_dataset(group, "completed_blocks", (plan.n_blocks,), np.uint8, 0)
-        _fixed_dataset(group, "best_hyperparameter", (plan.n_voxels,), np.float64, np.nan)
-        _fixed_dataset(group, "best_index", (plan.n_voxels,), np.int32, -1)
-        _fixed_dataset(group, "cv_scores", (grid.size, plan.n_voxels), np.float32, np.nan)
-        _fixed_dataset(group, "intercept", (plan.n_voxels,), np.float32, np.nan)
+        group.create_dataset("grid", data=grid.astype(SOLVERS[method].grid_dtype))
+        checkpoint.unit_flags(group, schema.COMPLETED_BLOCKS, plan.n_blocks)
+        checkpoint.preallocated(group, "best_hyperparameter", (plan.n_voxels,), np.float64, np.nan)
+        checkpoint.preallocated(group, "best_index", (plan.n_voxels,), np.int32, -1)
+        checkpoint.preallocated(group, "cv_scores", (grid.size, plan.n_voxels), np.float32, np.nan)
+        checkpoint.preallocated(group, "intercept", (plan.n_voxels,), np.float32, np.nan)
         for part in plan.parts:
             for name in ("r", "r2"):
-                _fixed_dataset(group, f"{part}_{name}", (plan.n_voxels,), np.float32, np.nan)
+                checkpoint.preallocated(
+                    group, f"{part}_{name}", (plan.n_voxels,), np.float32, np.nan
+                )
         if plan.save_coef:
             shape = (plan.n_voxels, plan.n_features[layer.name])
-            _fixed_dataset(group, "coef", shape, np.float32, np.nan)
+            checkpoint.preallocated(group, "coef", shape, np.float32, np.nan)
 
 
 def _prepare_ridge(
     X_fit: np.ndarray, plan: _Plan, devices: list[jax.Device] | None, progress: bool
-) -> tuple[Any, Callable[..., Any]]:
+) -> Callable[..., Any]:
     from v4jax.solvers.ridge import prepare_ridge, ridge_cv_targets
 
     decomposition = prepare_ridge(X_fit, plan.folds, devices=devices, progress=progress)
-    return decomposition, functools.partial(
-        ridge_cv_targets, decomposition, alphas=plan.grids["ridge"]
-    )
+    return functools.partial(ridge_cv_targets, decomposition, alphas=plan.grids["ridge"])
 
 
 def _prepare_pls(
     X_fit: np.ndarray, plan: _Plan, devices: list[jax.Device] | None, progress: bool
-) -> tuple[Any, Callable[..., Any]]:
+) -> Callable[..., Any]:
     from v4jax.solvers.pls import pls1_cv_targets, prepare_pls1
 
     decomposition = prepare_pls1(X_fit, plan.folds, devices=devices, progress=progress)
     grid = plan.grids["pls"].astype(np.int64)
-    return decomposition, functools.partial(pls1_cv_targets, decomposition, n_components=grid)
+    return functools.partial(pls1_cv_targets, decomposition, n_components=grid)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -618,17 +611,34 @@ class _Solver:
     """How the sweep calls one method.
 
     Attributes:
-      prepare: (X_fit, plan, devices, progress) -> (decomposition, fit): the layer decomposed
-        once, and ``fit(Y_block, score=...)``, which returns a result following
+      prepare: (X_fit, plan, devices, progress) -> ``fit``: the layer decomposed once, and
+        ``fit(Y_block, score=...)`` returns a result following
         :mod:`v4jax.solvers.engine.result` for one block of voxels.
       grid_dtype: dtype of the ``grid`` dataset in the results file.
+      hyperparameter_name: what the grid holds ("alpha", "n_components", ...).
+      grid: the ``run_sweep`` argument that gives the grid ("alphas", "n_components", ...).
+      check_grid: that argument -> the (G,) float64 grid, validated.
     """
 
-    prepare: Callable[..., tuple[Any, Callable[..., Any]]]
+    prepare: Callable[..., Callable[..., Any]]
     grid_dtype: type
+    hyperparameter_name: str
+    grid: str
+    check_grid: Callable[[Any], np.ndarray]
 
 
-_SOLVERS = {"ridge": _Solver(_prepare_ridge, np.float64), "pls": _Solver(_prepare_pls, np.int64)}
+def _component_grid(n_components: Any) -> np.ndarray:
+    from v4jax.solvers.pls import as_component_grid
+
+    return as_component_grid(n_components).astype(np.float64)
+
+
+#: Every method the sweep runs: adding one is one entry here.
+SOLVERS = {
+    "ridge": _Solver(_prepare_ridge, np.float64, "alpha", "alphas", _validation.check_alphas),
+    "pls": _Solver(_prepare_pls, np.int64, "n_components", "n_components", _component_grid),
+}
+METHODS = tuple(SOLVERS)
 
 
 def _sweep_task(
@@ -642,15 +652,16 @@ def _sweep_task(
     progress: bool,
 ) -> list[tuple[str, str, int]]:
     """Decompose the layer once for ``method`` and fit every unfinished voxel block."""
-    group = handle[f"{layer.name}/{method}"]
-    completed = group["completed_blocks"]
-    pending = np.flatnonzero(completed[...] == 0)
+    group = handle[schema.sweep_group(layer.name, method)]
+    completed = group[schema.COMPLETED_BLOCKS]
+    pending = checkpoint.pending_units(completed)
     X_fit = design[reader.design_rows["fit"]]
-    decomposition, fit = _SOLVERS[method].prepare(X_fit, plan, devices, progress)
-    held_out = {
-        part: replicate(design[reader.design_rows[part]], decomposition.mesh, np.float32)
-        for part in plan.parts
-    }
+    fit = SOLVERS[method].prepare(X_fit, plan, devices, progress)
+    # Every held-out part is predicted in one call per block (on the kernel path through one
+    # cross-kernel, never forming the (n_features, block) coefficients unless save_coef).
+    held_rows = [reader.design_rows[part] for part in plan.parts]
+    X_held = design[np.concatenate(held_rows)] if held_rows else None
+    bounds = np.cumsum([0, *(rows.size for rows in held_rows)])
     computed = []
     description = f"{layer.name} {method}"
     for number in tqdm(pending, desc=description, disable=not progress):
@@ -677,31 +688,29 @@ def _sweep_task(
             "cv_scores": np.where(valid, np.asarray(result.cv_scores), np.nan),
             "intercept": np.where(valid, np.asarray(result.intercept), np.nan),
         }
-        for part, X_part in held_out.items():
-            r, r2 = _held_out_scores(X_part, result.coef, result.intercept, responses[part])
-            outputs[f"{part}_r"] = np.where(valid, np.asarray(r), np.nan)
-            outputs[f"{part}_r2"] = np.where(valid, np.asarray(r2), np.nan)
+        if X_held is not None:
+            predictions = result.predict(X_held)
+            for index, part in enumerate(plan.parts):
+                part_predictions = predictions[bounds[index] : bounds[index + 1]]
+                r, r2 = _held_out_scores(part_predictions, responses[part])
+                outputs[f"{part}_r"] = np.where(valid, np.asarray(r), np.nan)
+                outputs[f"{part}_r2"] = np.where(valid, np.asarray(r2), np.nan)
         width = stop - start
         for name, values in outputs.items():
             group[name][..., start:stop] = values[..., :width]
         if plan.save_coef:
             coef = np.where(valid[:, None], np.asarray(result.coef).T, np.nan)
             group["coef"][start:stop] = coef[:width]
-        handle["valid"][start:stop] = valid[:width]
-        handle.flush()
-        completed[number] = 1
-        handle.flush()
+        handle[schema.VALID][start:stop] = valid[:width]
+        checkpoint.mark_done(completed, int(number))
         logger.info("%s: block %d of %d written", description, number + 1, plan.n_blocks)
         computed.append((layer.name, method, int(number)))
     return computed
 
 
 @jax.jit
-def _held_out_scores(
-    X: jax.Array, coef: jax.Array, intercept: jax.Array, Y: jax.Array
-) -> tuple[jax.Array, jax.Array]:
-    """(b,) Pearson r and R² of ``X @ coef + intercept`` against ``Y`` (n, b)."""
-    predictions = X @ coef + intercept
+def _held_out_scores(predictions: jax.Array, Y: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """(b,) Pearson r and R² of ``predictions`` (n, b) against ``Y`` (n, b)."""
     Y = jnp.asarray(Y, dtype=predictions.dtype)
     return pearson_columns(Y, predictions), r2_columns(Y, predictions)
 
@@ -710,69 +719,120 @@ def _held_out_scores(
 
 
 def add_sweep_command(subparsers: Any) -> argparse.ArgumentParser:
-    """Register ``v4jax sweep`` on the CLI's sub-command parsers."""
-    from v4jax.pipeline.cli import _Formatter, _parse_floats, _parse_ints, _parse_roi
-
+    """Register ``v4jax sweep`` on the CLI's sub-command parsers (called by
+    :func:`v4jax.pipeline.cli.build_parser`)."""
     parser = subparsers.add_parser(
         "sweep",
-        help="many layers x alphas / component counts x all voxels, streamed in voxel blocks",
-        description="Fit ridge and/or per-voxel PLS for every layer of the features file(s) to "
-        "every voxel, reading and writing one block of voxels at a time. Each layer is "
-        "decomposed once per method and reused for the whole grid and every block. An "
-        "interrupted sweep resumes at the next unfinished block when rerun with the same "
-        "arguments.",
-        formatter_class=_Formatter,
+        help="layers x ROIs x methods x grids, every voxel, streamed in voxel blocks",
+        description="Which layer best predicts each visual area? Extract every requested "
+        "AlexNet layer in one pass (or take existing features files), fit ridge and/or "
+        "per-voxel PLS for every layer to every voxel of the chosen ROIs, reading and writing "
+        "one block of voxels at a time (memory flat in the number of voxels), then write the "
+        "layer x ROI summary (sweep.json: layer_sweep, best layer per ROI and per voxel) and "
+        "its figure. Each layer is decomposed once per method and reused for the whole grid "
+        "and every block. An interrupted sweep resumes at the next unfinished block when rerun "
+        "with the same arguments.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    features = parser.add_mutually_exclusive_group(required=True)
-    features.add_argument("--features", nargs="+", metavar="FILE", help="features file(s)")
-    features.add_argument("--features-dir", help="directory: every *.h5 features file in it")
-    parser.add_argument("--layers", nargs="+", help="layers (datasets) to sweep; default: all")
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--data-dir", help="directory with the CRCNS vim-1 .mat files")
     source.add_argument(
         "--responses", metavar="FILE:DATASET", help="2-D HDF5 responses (n_samples, n_voxels)"
     )
+    parser.add_argument(
+        "--features",
+        nargs="+",
+        metavar="FILE",
+        help="features file(s) or a directory of them (default with --data-dir: extract "
+        "--layers into --out, one file per arm, reused when it matches)",
+    )
+    parser.add_argument(
+        "--layers",
+        nargs="+",
+        default=list(defaults.SWEEP_LAYERS),
+        help="layers to extract and sweep (with --features: default every dataset in them)",
+    )
     parser.add_argument("--subject", type=int, default=1, help="vim-1 subject (with --data-dir)")
     parser.add_argument(
-        "--roi", type=_parse_roi, default="all", help="ROI name(s) or code(s) (with --data-dir)"
+        "--roi",
+        type=defaults.parse_roi,
+        default=",".join(defaults.SWEEP_ROIS),
+        help="ROI names or codes, comma-separated, or 'all' for every voxel (with --data-dir)",
+    )
+    parser.add_argument(
+        "--max-voxels-per-roi", type=int, help="sweep only the first N voxels of each ROI"
     )
     parser.add_argument("--methods", nargs="+", default=["ridge"], choices=METHODS)
     parser.add_argument(
-        "--alphas", type=_parse_floats, default="1e-2:1e10:25", help="ridge grid LOW:HIGH:COUNT"
-    )
+        "--alphas", type=defaults.parse_floats, default=defaults.ALPHAS_TEXT,
+        help="ridge grid LOW:HIGH:COUNT",
+    )  # fmt: skip
     parser.add_argument(
-        "--components", type=_parse_ints, default="1:25", help="PLS component counts LOW:HIGH"
-    )
-    parser.add_argument("--cv", type=int, default=5, help="cross-validation folds")
-    parser.add_argument("--score", default="r2", choices=SCORES, help="selection score")
+        "--components", type=defaults.parse_ints, default=defaults.COMPONENTS_TEXT,
+        help="PLS component counts LOW:HIGH",
+    )  # fmt: skip
+    parser.add_argument("--cv", type=int, default=defaults.CV_FOLDS, help="folds")
+    parser.add_argument("--score", default=defaults.SCORE, choices=SCORES, help="selection score")
     parser.add_argument(
         "--n-test", type=int, default=0, help="last training samples held out as a test part"
     )
     parser.add_argument(
-        "--block-voxels", type=int, default=DEFAULT_BLOCK_VOXELS, help="voxels per block"
+        "--block-voxels", type=int, default=defaults.BLOCK_VOXELS, help="voxels per block"
     )
     parser.add_argument("--devices", type=int, help="use the first N local devices (default: all)")
     parser.add_argument("--save-coef", action="store_true", help="store coefficients too")
-    parser.add_argument("--out", default="sweep.h5", help="results HDF5 file")
-    parser.add_argument("--overwrite", action="store_true", help="replace a finished --out")
+    parser.add_argument(
+        "--arm", choices=("plain", "retina"), default="plain", help="extracted features' arm"
+    )
+    parser.add_argument(
+        "--variant", default="torchvision", choices=("torchvision", "caffe", "tfutils")
+    )
+    parser.add_argument("--weights", help="AlexNet weights file (default: random weights)")
+    parser.add_argument("--batch-size", type=int, default=64, help="images per forward pass")
+    parser.add_argument("--seed", type=int, default=0, help="seed of random weights")
+    parser.add_argument(
+        "--out", default="v4jax_out", help="directory for features, sweep.h5, sweep.json, figures"
+    )
+    parser.add_argument("--overwrite", action="store_true", help="replace a finished sweep.h5")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     parser.set_defaults(handler=_sweep_command)
     return parser
 
 
 def _sweep_command(arguments: argparse.Namespace) -> int:
-    files = [arguments.features_dir] if arguments.features_dir else arguments.features
-    layers = feature_layers(files, arguments.layers)
+    from v4jax.pipeline import report, study
+
+    out = Path(arguments.out)
+    if arguments.features:
+        layers = feature_layers(arguments.features, _named_layers(arguments))
+    else:
+        if not arguments.data_dir:
+            raise ValueError("--responses needs --features (the designs of its samples).")
+        written = study.extract_features(
+            arguments.data_dir,
+            out,
+            layers=tuple(arguments.layers),
+            arms=(arguments.arm,),
+            variant=arguments.variant,
+            weights=arguments.weights,
+            batch_size=arguments.batch_size,
+            seed=arguments.seed,
+            progress=not arguments.quiet,
+        )
+        layers = feature_layers(written[arguments.arm], arguments.layers)
     if arguments.data_dir:
         responses: Vim1Source | ArraySource = Vim1Source(
-            Path(arguments.data_dir), arguments.subject, arguments.roi
+            Path(arguments.data_dir),
+            arguments.subject,
+            arguments.roi,
+            arguments.max_voxels_per_roi,
         )
     else:
         responses = parse_responses(arguments.responses)
     summary = run_sweep(
         layers,
         responses,
-        arguments.out,
+        out / "sweep.h5",
         methods=arguments.methods,
         alphas=arguments.alphas,
         n_components=arguments.components,
@@ -785,8 +845,17 @@ def _sweep_command(arguments: argparse.Namespace) -> int:
         progress=not arguments.quiet,
         overwrite=arguments.overwrite,
     )
+    layer_summary = report.write_sweep_summary(summary.path)
+    figures = report.make_sweep_figures(summary.path, out / "figures")
+    print(report.format_layer_sweep(layer_summary))
     print(
-        f"results: {summary.path} ({len(summary.computed)} block(s) computed, "
-        f"{summary.n_blocks} per layer and method)"
+        f"\nresults: {summary.path} ({len(summary.computed)} block(s) computed, "
+        f"{summary.n_blocks} per layer and method; summary: {schema.summary_path(summary.path)})"
     )
+    print(f"figures: {len(figures)} files in {out / 'figures'}")
     return 0
+
+
+def _named_layers(arguments: argparse.Namespace) -> list[str] | None:
+    """The layers given on the command line, or None (every dataset) when left at the default."""
+    return None if arguments.layers == list(defaults.SWEEP_LAYERS) else arguments.layers
