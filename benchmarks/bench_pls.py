@@ -370,7 +370,11 @@ def main() -> None:
 
 
 def _write(summary: dict, n: int, p: int, q: int) -> None:
-    """Add the machine description and write the JSON atomically."""
+    """Add the machine description and write the JSON atomically.
+
+    Sections this run skipped (``--skip-pls1``/``--skip-pls2``) keep their values from the
+    existing file, each with the matmul rate of the run that measured it.
+    """
     import jax
 
     summary["machine"] = {
@@ -386,6 +390,13 @@ def _write(summary: dict, n: int, p: int, q: int) -> None:
     device = jax.devices()[0].platform
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"pls_{device}_{n}x{p}x{q}.json"
+    if path.exists():
+        previous = json.loads(path.read_text())
+        for section in ("pls1", "pls2"):
+            if section in previous and section not in summary:
+                kept = dict(previous[section])
+                kept.setdefault("matmul_flops_per_s", previous.get("matmul_flops_per_s"))
+                summary[section] = kept
     with atomic_path(path) as temporary:
         Path(temporary).write_text(json.dumps(summary, indent=2))
     print(f"wrote {path}")
