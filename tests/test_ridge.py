@@ -369,3 +369,16 @@ def test_heldout_predictions_refuse_folds_that_leave_samples_out():
     assert decomposition.fold_bases is not None  # the per-fold route
     with pytest.raises(ValueError, match="partition the samples"):
         heldout_predictions(decomposition, Y, ALPHAS)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_large_designs_are_checked_for_nan_and_inf_by_their_column_sums(bad):
+    from v4jax._validation import check_all_finite
+
+    X = np.random.default_rng(23).random((1100, 1000), dtype=np.float32)
+    check_all_finite(X, "X")
+    X[700, 321] = bad
+    with pytest.raises(ValueError, match=r"first at index \(700, 321\)"):
+        check_all_finite(X, "X")
+    # Column sums that overflow are not mistaken for non-finite values.
+    check_all_finite(np.full((1100, 1000), 3e35, dtype=np.float32), "X")
