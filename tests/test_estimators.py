@@ -16,6 +16,7 @@ from v4jax import BandedRidgeCV, PLSRegression, RidgeCV, banded_ridge_cv, pls1_c
 
 ALPHAS = np.logspace(-2, 4, 7)
 
+
 @parametrize_with_checks([RidgeCV()])
 def test_sklearn_estimator_contract(estimator, check):
     check(estimator)
