@@ -34,7 +34,7 @@ from v4jax.solvers.fwrf import DEFAULT_RELATIVE_ALPHAS
 from v4jax.solvers.fwrf_grid import DEFAULT_SIZES_13
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_readout import make_problem
+from bench_readout import _timed, make_problem
 from bench_ridge import measure_matmul_rate
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -58,16 +58,6 @@ def fwrf_flops(
     counts["refit (one Cholesky per voxel, at most)"] = targets * channels**3 / 3
     counts["total"] = sum(counts.values())
     return counts
-
-
-def _timed(function, repeats):
-    times, result = [], None
-    for _ in range(repeats):
-        start = time.perf_counter()
-        result = function()
-        jax.block_until_ready(jax.tree.leaves(result))
-        times.append(time.perf_counter() - start)
-    return result, times
 
 
 def main(argv=None) -> dict:

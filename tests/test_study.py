@@ -189,3 +189,22 @@ def test_fit_methods_fwrf_records_receptive_fields_and_the_report_draws_them(dem
         assert np.median(fwrf["val_r"][...][signal]) > 0.2
     assert main(["report", "--out", str(tmp_path), "--quiet"]) == 0
     assert (tmp_path / "figures" / "receptive_fields_S1_plain_fwrf.png").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["readout", "fwrf"])
+def test_map_methods_fit_the_flattened_design_as_feature_maps(method):
+    # The study passes (n, H * W * C) designs; the map methods see (n, H, W, C) maps, and their
+    # results predict from the flattened design as from the maps.
+    from v4jax.pipeline import study
+
+    rng = np.random.default_rng(31)
+    maps = rng.standard_normal((80, 5, 5, 6)).astype(np.float32)
+    Y = maps[:, 2, 2, :2] @ rng.standard_normal((2, 3)).astype(np.float32)
+    Y += 0.1 * rng.standard_normal(Y.shape).astype(np.float32)
+    flat = maps.reshape(80, -1)
+    settings = study.FitSettings(methods=(method,), cv=3)
+    result = study.SOLVERS[method].fit([flat], [(5, 5, 6)], Y, settings, False)
+    prediction = np.asarray(result.predict(flat))
+    assert prediction.shape == Y.shape
+    assert np.median([np.corrcoef(Y[:, j], prediction[:, j])[0, 1] for j in range(3)]) > 0.9

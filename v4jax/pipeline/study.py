@@ -55,9 +55,10 @@ class FitSettings:
     """What :func:`fit_study` fits.
 
     Attributes:
-      methods: subset of ("ridge", "pls", "banded", "readout"): "banded" fits both arms as two
-        bands with a penalty each (stored under the arm "plain+retina"); "readout" is the
-        factorised spatial x channel read-out (slow on CPU).
+      methods: subset of ("ridge", "pls", "banded", "readout", "fwrf"): "banded" fits both arms
+        as two bands with a penalty each (stored under the arm "plain+retina"); "readout" is the
+        factorised spatial x channel read-out (slow on CPU); "fwrf" the feature-weighted
+        receptive field (one Gaussian field per voxel; its fields are recorded too).
       alphas: ridge grid. n_components: PLS grid.
       cv: folds over the fitting images (int: contiguous folds).
       layer: feature layer name in the features files.
@@ -478,8 +479,13 @@ def _fit_fwrf(
 ) -> CrossValidatedResult:
     from v4jax.solvers.fwrf import fwrf_cv
 
+    return fwrf_cv(_feature_maps(bands, map_shapes), Y, cv=settings.cv)
+
+
+def _feature_maps(bands: Sequence[np.ndarray], map_shapes: Sequence[tuple[int, ...]]):
+    """(n, H, W, C) maps of a one-arm fit's flattened (n, H * W * C) design."""
     ((X,), (map_shape,)) = bands, map_shapes
-    return fwrf_cv(X.reshape(X.shape[0], *map_shape), Y, cv=settings.cv)
+    return X.reshape(X.shape[0], *map_shape)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -516,8 +522,7 @@ def _fit_readout(
 
     from v4jax.solvers.readout import fit_readout
 
-    ((X,), (map_shape,)) = bands, map_shapes
-    maps = X.reshape(X.shape[0], *map_shape)
+    maps = _feature_maps(bands, map_shapes)
     fitted = fit_readout(maps, Y, key=jax.random.key(0), progress=progress)
     name = next(iter(fitted.penalty_grid))
     grid = np.asarray(fitted.penalty_grid[name])
@@ -525,7 +530,7 @@ def _fit_readout(
     cv_scores = np.full((grid.size, Y.shape[1]), np.nan)
     cv_scores[best_index, np.arange(Y.shape[1])] = np.asarray(fitted.heldout_r)
     return _ReadoutView(
-        fitted, map_shape, grid, cv_scores, best_index, grid_edge(best_index, grid.size)
+        fitted, maps.shape[1:], grid, cv_scores, best_index, grid_edge(best_index, grid.size)
     )
 
 
