@@ -16,7 +16,6 @@ Results go to ``benchmarks/results/fwrf_<tag>.json``.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import platform
@@ -34,7 +33,7 @@ from v4jax.solvers.fwrf import DEFAULT_RELATIVE_ALPHAS
 from v4jax.solvers.fwrf_grid import DEFAULT_SIZES_13
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_readout import _timed, make_problem
+from bench_readout import _timed, make_problem, problem_parser
 from bench_ridge import measure_matmul_rate
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -61,13 +60,7 @@ def fwrf_flops(
 
 
 def main(argv=None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--n-train", type=int, default=1750)
-    parser.add_argument("--n-val", type=int, default=120)
-    parser.add_argument("--height", type=int, default=13)
-    parser.add_argument("--width", type=int, default=13)
-    parser.add_argument("--channels", type=int, default=384)
-    parser.add_argument("--voxels", type=int, default=1550)
+    parser = problem_parser(__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--skip-ridge", action="store_true", help="no flat ridge peer")
     parser.add_argument("--skip-fwrf", action="store_true", help="no fwrf_cv timing on its own")

@@ -75,14 +75,20 @@ def _timed(function, repeats):
     return result, times
 
 
-def main(argv=None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def problem_parser(description: str) -> argparse.ArgumentParser:
+    """A parser with the problem's size options (the vim-1 conv3 shape by default)."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--n-train", type=int, default=1750)
     parser.add_argument("--n-val", type=int, default=120)
     parser.add_argument("--height", type=int, default=13)
     parser.add_argument("--width", type=int, default=13)
     parser.add_argument("--channels", type=int, default=384)
     parser.add_argument("--voxels", type=int, default=1550)
+    return parser
+
+
+def main(argv=None) -> dict:
+    parser = problem_parser(__doc__.splitlines()[0])
     parser.add_argument("--max-steps", type=int, default=None)
     parser.add_argument("--init", choices=("fwrf", "grid"), default="fwrf")
     parser.add_argument("--voxel-batch-size", type=int, default=64)
