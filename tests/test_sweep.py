@@ -348,3 +348,39 @@ def test_vim1_source_streams_an_roi_and_scores_the_validation_images(tmp_path):
     np.testing.assert_allclose(results["layer/ridge/val_r2"][valid][agree], expected_r2[agree],
                                rtol=1e-3, atol=1e-3)  # fmt: skip
     assert "layer/ridge/test_r" not in results
+
+
+@pytest.mark.slow
+def test_fwrf_sweep_blocks_equal_one_fwrf_cv_over_every_voxel(tmp_path):
+    from v4jax.solvers.fwrf import fwrf_cv
+
+    rng = np.random.default_rng(41)
+    maps = rng.standard_normal((N_SAMPLES, 5, 5, 4)).astype(np.float32)
+    Y = maps[:, 1, 3, :] @ rng.standard_normal((4, 6)) + 0.3 * rng.standard_normal((N_SAMPLES, 6))
+    with h5py.File(tmp_path / "features.h5", "w") as handle:
+        handle["maps"] = maps
+        handle["flat"] = maps.reshape(N_SAMPLES, -1)
+    with h5py.File(tmp_path / "responses.h5", "w") as handle:
+        handle["Y"] = Y.astype(np.float32)
+    responses = ArraySource(tmp_path / "responses.h5", "Y")
+    settings = {"methods": ("fwrf",), "cv": 3, "n_test": N_TEST, "progress": False}
+    layers = feature_layers(tmp_path / "features.h5", ["maps"])
+    run_sweep(layers, responses, tmp_path / "sweep.h5", block_voxels=4, **settings)
+    results, _ = read_results(tmp_path / "sweep.h5")
+    fit_rows = np.arange(N_SAMPLES - N_TEST)
+    whole = fwrf_cv(maps[fit_rows], Y[fit_rows].astype(np.float32), cv=3)
+    alphas = np.asarray(whole.alphas)
+    per_alpha = np.asarray(whole.cv_scores).reshape(-1, alphas.size, Y.shape[1]).max(axis=0)
+    np.testing.assert_allclose(results["maps/fwrf/cv_scores"], per_alpha, atol=1e-5)
+    chosen = alphas[np.asarray(whole.best_index) % alphas.size]
+    np.testing.assert_array_equal(results["maps/fwrf/best_hyperparameter"], chosen)
+    test_prediction = np.asarray(whole.predict(maps[N_SAMPLES - N_TEST :]))
+    expected_r = [
+        np.corrcoef(test_prediction[:, j], Y[N_SAMPLES - N_TEST :, j])[0, 1] for j in range(6)
+    ]
+    np.testing.assert_allclose(results["maps/fwrf/test_r"], expected_r, atol=1e-4)
+    with pytest.raises(ValueError, match="fwrf pools"):
+        run_sweep(feature_layers(tmp_path / "features.h5", ["flat"]), responses,
+                  tmp_path / "flat.h5", **settings)  # fmt: skip
+    with pytest.raises(ValueError, match="save_coef"):
+        run_sweep(layers, responses, tmp_path / "coef.h5", save_coef=True, **settings)

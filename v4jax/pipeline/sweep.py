@@ -55,11 +55,13 @@ from v4jax.pipeline import defaults
 from v4jax.pipeline import results_schema as schema
 from v4jax.solvers.engine.folds import make_folds
 from v4jax.solvers.engine.result import chosen_values
+from v4jax.solvers.fwrf import DEFAULT_RELATIVE_ALPHAS
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_ALPHAS = defaults.ALPHAS
 DEFAULT_COMPONENTS = defaults.COMPONENTS
+DEFAULT_FWRF_ALPHAS = DEFAULT_RELATIVE_ALPHAS
 DEFAULT_BLOCK_VOXELS = defaults.BLOCK_VOXELS
 PARTIAL_SUFFIX = checkpoint.PARTIAL_SUFFIX
 FORMAT = schema.SWEEP_FORMAT
@@ -332,10 +334,11 @@ def _read_design(layer: LayerSource) -> np.ndarray:
     return values.reshape(values.shape[0], -1).astype(np.float32, copy=False)
 
 
-def _layer_shape(layer: LayerSource) -> tuple[int, int]:
+def _layer_shape(layer: LayerSource) -> tuple[int, tuple[int, ...]]:
+    """(n_images, the shape of one image's features, e.g. (H, W, C) for a feature map)."""
     with _open_hdf5(layer.path, "features file") as handle:
         shape = handle[layer.dataset].shape
-    return int(shape[0]), int(np.prod(shape[1:], dtype=np.int64))
+    return int(shape[0]), tuple(int(side) for side in shape[1:])
 
 
 # -- the sweep ----------------------------------------------------------------------------------
@@ -345,6 +348,7 @@ def _layer_shape(layer: LayerSource) -> tuple[int, int]:
 class _Plan:
     layers: tuple[LayerSource, ...]
     n_features: dict[str, int]
+    map_shapes: dict[str, tuple[int, ...]]
     methods: tuple[str, ...]
     grids: dict[str, np.ndarray]
     folds: list
@@ -382,6 +386,7 @@ def run_sweep(
     methods: Sequence[str] = ("ridge",),
     alphas: Any = DEFAULT_ALPHAS,
     n_components: Any = DEFAULT_COMPONENTS,
+    fwrf_alphas: Any = DEFAULT_FWRF_ALPHAS,
     grids: dict[str, Any] | None = None,
     cv: Any = 5,
     score: str = "r2",
@@ -399,8 +404,11 @@ def run_sweep(
         per response sample (vim-1: training images then validation images).
       responses: :class:`Vim1Source` or :class:`ArraySource`.
       out: the HDF5 results file (the layout is in this module's docstring).
-      methods: names of ``SOLVERS`` ("ridge", "pls").
-      alphas: ridge grid. n_components: PLS grid (an int K means 1..K).
+      methods: names of ``SOLVERS`` ("ridge", "pls", "fwrf": feature maps only; its file
+        records per alpha the best score over the candidate fields).
+      alphas: ridge grid. n_components: PLS grid (an int K means 1..K). fwrf_alphas: fwRF's
+        alphas, relative to each candidate field's mean Gram eigenvalue (see
+        :func:`v4jax.fwrf_cv`; the fields are its default grid).
       grids: grid of any other method of ``SOLVERS``, by its ``grid`` name.
       cv: folds over the fitting samples (int: contiguous folds, or a list of (train, test)).
       score: "r2" or "pearson", the cross-validated score that picks each voxel's value.
@@ -435,7 +443,12 @@ def run_sweep(
             layers,
             reader,
             methods,
-            {"alphas": alphas, "n_components": n_components, **(grids or {})},
+            {
+                "alphas": alphas,
+                "n_components": n_components,
+                "fwrf_alphas": fwrf_alphas,
+                **(grids or {}),
+            },
             cv,
             score,
             block_voxels,
@@ -493,9 +506,20 @@ def _make_plan(
         for method in methods
     }
     n_rows = max(int(indices.max()) for indices in reader.design_rows.values()) + 1
-    n_features = {}
+    if save_coef and "fwrf" in methods:
+        raise ValueError(
+            "save_coef stores (V, n_features) coefficients, but fwrf's weights are per pooled "
+            "channel; sweep fwrf without save_coef (--save-coef), or fit it with v4jax.fwrf_cv."
+        )
+    n_features, map_shapes = {}, {}
     for layer in layers:
-        rows, n_features[layer.name] = _layer_shape(layer)
+        rows, map_shapes[layer.name] = _layer_shape(layer)
+        n_features[layer.name] = int(np.prod(map_shapes[layer.name], dtype=np.int64))
+        if "fwrf" in methods and len(map_shapes[layer.name]) != 3:
+            raise ValueError(
+                f"fwrf pools (H, W, C) feature maps, but layer {layer.name!r} has features of "
+                f"shape {map_shapes[layer.name]}; sweep fully connected layers with ridge or pls."
+            )
         if rows != n_rows:
             raise ValueError(
                 f"layer {layer.name!r} ({layer.path}) has {rows} images but the responses have "
@@ -527,6 +551,7 @@ def _make_plan(
     return _Plan(
         layers=layers,
         n_features=n_features,
+        map_shapes=map_shapes,
         methods=methods,
         grids=grids,
         folds=folds,
@@ -588,7 +613,11 @@ def _create_layout(handle: h5py.File, plan: _Plan, reader: _Reader) -> None:
 
 
 def _prepare_ridge(
-    X_fit: np.ndarray, plan: _Plan, devices: list[jax.Device] | None, progress: bool
+    X_fit: np.ndarray,
+    plan: _Plan,
+    devices: list[jax.Device] | None,
+    progress: bool,
+    map_shape: tuple[int, ...],
 ) -> Callable[..., Any]:
     from v4jax.solvers.ridge import prepare_ridge, ridge_cv_targets
 
@@ -597,7 +626,11 @@ def _prepare_ridge(
 
 
 def _prepare_pls(
-    X_fit: np.ndarray, plan: _Plan, devices: list[jax.Device] | None, progress: bool
+    X_fit: np.ndarray,
+    plan: _Plan,
+    devices: list[jax.Device] | None,
+    progress: bool,
+    map_shape: tuple[int, ...],
 ) -> Callable[..., Any]:
     from v4jax.solvers.pls import pls1_cv_targets, prepare_pls1
 
@@ -606,12 +639,60 @@ def _prepare_pls(
     return functools.partial(pls1_cv_targets, decomposition, n_components=grid)
 
 
+def _prepare_fwrf(
+    X_fit: np.ndarray,
+    plan: _Plan,
+    devices: list[jax.Device] | None,
+    progress: bool,
+    map_shape: tuple[int, ...],
+) -> Callable[..., Any]:
+    from v4jax.solvers.fwrf import fwrf_cv
+
+    maps = X_fit.reshape(X_fit.shape[0], *map_shape)
+    alphas = plan.grids["fwrf"]
+
+    def fit(Y: np.ndarray, score: str) -> _AlphaView:
+        result = fwrf_cv(maps, Y, alphas=alphas, cv=plan.folds, score=score, devices=devices)
+        return _AlphaView(result, alphas)
+
+    return fit
+
+
+@dataclasses.dataclass(frozen=True)
+class _AlphaView:
+    """An fwRF result seen through its alpha grid, as the sweep's file records it.
+
+    ``grid`` is the (A,) alpha grid; ``cv_scores`` (A, T) each alpha's best score over the
+    candidate fields; ``best_index`` (T,) the chosen alpha's index; ``predict`` is fwRF's.
+    """
+
+    result: Any
+    grid: np.ndarray
+
+    @property
+    def cv_scores(self) -> jax.Array:
+        scores = self.result.cv_scores
+        return jnp.max(scores.reshape(-1, self.grid.size, scores.shape[-1]), axis=0)
+
+    @property
+    def best_index(self) -> jax.Array:
+        return self.result.best_index % self.grid.size
+
+    @property
+    def intercept(self) -> jax.Array:
+        return self.result.intercept
+
+    def predict(self, X: Any) -> jax.Array:
+        return self.result.predict(X)
+
+
 @dataclasses.dataclass(frozen=True)
 class _Solver:
     """How the sweep calls one method.
 
     Attributes:
-      prepare: (X_fit, plan, devices, progress) -> ``fit``: the layer decomposed once, and
+      prepare: (X_fit, plan, devices, progress, map_shape) -> ``fit``: the layer decomposed once
+        (``map_shape``: one image's feature shape, e.g. (H, W, C)), and
         ``fit(Y_block, score=...)`` returns a result following
         :mod:`v4jax.solvers.engine.result` for one block of voxels.
       grid_dtype: dtype of the ``grid`` dataset in the results file.
@@ -637,6 +718,7 @@ def _component_grid(n_components: Any) -> np.ndarray:
 SOLVERS = {
     "ridge": _Solver(_prepare_ridge, np.float64, "alpha", "alphas", _validation.check_alphas),
     "pls": _Solver(_prepare_pls, np.int64, "n_components", "n_components", _component_grid),
+    "fwrf": _Solver(_prepare_fwrf, np.float64, "alpha", "fwrf_alphas", _validation.check_alphas),
 }
 METHODS = tuple(SOLVERS)
 
@@ -656,7 +738,7 @@ def _sweep_task(
     completed = group[schema.COMPLETED_BLOCKS]
     pending = checkpoint.pending_units(completed)
     X_fit = design[reader.design_rows["fit"]]
-    fit = SOLVERS[method].prepare(X_fit, plan, devices, progress)
+    fit = SOLVERS[method].prepare(X_fit, plan, devices, progress, plan.map_shapes[layer.name])
     # Every held-out part is predicted in one call per block (on the kernel path through one
     # cross-kernel, never forming the (n_features, block) coefficients unless save_coef).
     held_rows = [reader.design_rows[part] for part in plan.parts]
@@ -771,6 +853,10 @@ def add_sweep_command(subparsers: Any) -> argparse.ArgumentParser:
         "--components", type=defaults.parse_ints, default=defaults.COMPONENTS_TEXT,
         help="PLS component counts LOW:HIGH",
     )  # fmt: skip
+    parser.add_argument(
+        "--fwrf-alphas", type=defaults.parse_floats, default="1e-2:1e2:5",
+        help="fwRF alphas (relative to each field's mean Gram eigenvalue) LOW:HIGH:COUNT",
+    )  # fmt: skip
     parser.add_argument("--cv", type=int, default=defaults.CV_FOLDS, help="folds")
     parser.add_argument("--score", default=defaults.SCORE, choices=SCORES, help="selection score")
     parser.add_argument(
@@ -836,6 +922,7 @@ def _sweep_command(arguments: argparse.Namespace) -> int:
         methods=arguments.methods,
         alphas=arguments.alphas,
         n_components=arguments.components,
+        fwrf_alphas=arguments.fwrf_alphas,
         cv=arguments.cv,
         score=arguments.score,
         n_test=arguments.n_test,
