@@ -152,3 +152,26 @@ def test_every_cross_validated_result_follows_the_protocol():
         assert relative_error(result.predict(X_fit), X_fit @ result.coef + result.intercept) <= (
             1e-10
         ), name
+
+
+def test_recorded_grid_keeps_a_one_column_grid_and_reduces_others_to_their_last_column():
+    from types import SimpleNamespace
+
+    from v4jax.solvers.engine.result import recorded_grid
+
+    rng = np.random.default_rng(40)
+    scores = rng.standard_normal((6, 4))
+    grid = np.array([1.0, 2.0, 3.0, 4.0, 5.0, 6.0])
+    plain = recorded_grid(
+        SimpleNamespace(grid=grid, cv_scores=scores, best_index=np.array([0, 5, 2, 2]))
+    )
+    np.testing.assert_array_equal(plain.chosen, [1.0, 6.0, 3.0, 3.0])
+    np.testing.assert_array_equal(plain.chosen_index, [0, 5, 2, 2])
+    # (field, alpha) rows, field-major: alphas 10 and 0.1 in the grid's order.
+    grid = np.array([[0, 10.0], [0, 0.1], [1, 10.0], [1, 0.1], [2, 10.0], [2, 0.1]])
+    best = np.array([3, 0, 4, 1])
+    reduced = recorded_grid(SimpleNamespace(grid=grid, cv_scores=scores, best_index=best))
+    np.testing.assert_array_equal(reduced.values, [10.0, 0.1])
+    np.testing.assert_array_equal(reduced.cv_scores, [scores[0::2].max(0), scores[1::2].max(0)])
+    np.testing.assert_array_equal(reduced.chosen, [0.1, 10.0, 10.0, 0.1])
+    np.testing.assert_array_equal(reduced.chosen_index, [1, 0, 0, 1])

@@ -36,7 +36,7 @@ from v4jax.data._format import RESPONSES_FILE
 from v4jax.metrics import pearson_columns, r2_columns
 from v4jax.pipeline import defaults
 from v4jax.pipeline import results_schema as schema
-from v4jax.solvers.engine.result import CrossValidatedResult, chosen_values, grid_edge
+from v4jax.solvers.engine.result import CrossValidatedResult, grid_edge, recorded_grid
 
 logger = logging.getLogger(__name__)
 
@@ -568,26 +568,6 @@ def _rows(designs: dict[str, np.ndarray], rows: np.ndarray) -> np.ndarray:
     return parts[0] if len(parts) == 1 else np.concatenate(parts, axis=1)
 
 
-def _file_view(
-    result: CrossValidatedResult | _ReadoutView,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The results file's view of a result: (G,) grid, (G, T) cv scores, (T,) chosen values.
-
-    The file records one hyperparameter per fit: a grid with several columns (banded ridge's
-    rows of band weights then alpha) is recorded by its last column, in the grid's order, and
-    each of its values by the best cv score of the rows that share it.
-    """
-    grid, cv_scores = np.asarray(result.grid), np.asarray(result.cv_scores)
-    chosen = chosen_values(result)
-    if grid.ndim == 1:
-        return grid, cv_scores, chosen
-    column = grid[:, -1]
-    _, first = np.unique(column, return_index=True)
-    values = column[np.sort(first)]
-    scores = np.stack([cv_scores[column == value].max(axis=0) for value in values])
-    return values, scores, chosen[:, -1]
-
-
 def _fit_one(
     out: h5py.Group,
     designs: dict[str, np.ndarray],
@@ -610,7 +590,7 @@ def _fit_one(
         settings,
         progress,
     )
-    grid, cv_scores, best = _file_view(result)
+    grid, cv_scores, best, _ = recorded_grid(result)
     on_edge = np.asarray(result.on_edge)
     predictions = {
         "test": np.asarray(result.predict(_rows(designs, test_rows))),

@@ -54,7 +54,7 @@ from v4jax.metrics import SCORES, pearson_columns, r2_columns
 from v4jax.pipeline import defaults
 from v4jax.pipeline import results_schema as schema
 from v4jax.solvers.engine.folds import make_folds
-from v4jax.solvers.engine.result import chosen_values
+from v4jax.solvers.engine.result import recorded_grid
 from v4jax.solvers.fwrf import DEFAULT_RELATIVE_ALPHAS
 
 logger = logging.getLogger(__name__)
@@ -405,7 +405,8 @@ def run_sweep(
       responses: :class:`Vim1Source` or :class:`ArraySource`.
       out: the HDF5 results file (the layout is in this module's docstring).
       methods: names of ``SOLVERS`` ("ridge", "pls", "fwrf": feature maps only; its file
-        records per alpha the best score over the candidate fields).
+        records per alpha the best score over the candidate fields, see
+        :func:`~v4jax.solvers.engine.result.recorded_grid`).
       alphas: ridge grid. n_components: PLS grid (an int K means 1..K). fwrf_alphas: fwRF's
         alphas, relative to each candidate field's mean Gram eigenvalue (see
         :func:`v4jax.fwrf_cv`; the fields are its default grid).
@@ -651,39 +652,7 @@ def _prepare_fwrf(
     maps = X_fit.reshape(X_fit.shape[0], *map_shape)
     alphas = plan.grids["fwrf"]
 
-    def fit(Y: np.ndarray, score: str) -> _AlphaView:
-        result = fwrf_cv(maps, Y, alphas=alphas, cv=plan.folds, score=score, devices=devices)
-        return _AlphaView(result, alphas)
-
-    return fit
-
-
-@dataclasses.dataclass(frozen=True)
-class _AlphaView:
-    """An fwRF result seen through its alpha grid, as the sweep's file records it.
-
-    ``grid`` is the (A,) alpha grid; ``cv_scores`` (A, T) each alpha's best score over the
-    candidate fields; ``best_index`` (T,) the chosen alpha's index; ``predict`` is fwRF's.
-    """
-
-    result: Any
-    grid: np.ndarray
-
-    @property
-    def cv_scores(self) -> jax.Array:
-        scores = self.result.cv_scores
-        return jnp.max(scores.reshape(-1, self.grid.size, scores.shape[-1]), axis=0)
-
-    @property
-    def best_index(self) -> jax.Array:
-        return self.result.best_index % self.grid.size
-
-    @property
-    def intercept(self) -> jax.Array:
-        return self.result.intercept
-
-    def predict(self, X: Any) -> jax.Array:
-        return self.result.predict(X)
+    return functools.partial(fwrf_cv, maps, alphas=alphas, cv=plan.folds, devices=devices)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -764,10 +733,11 @@ def _sweep_task(
             for part, values in responses.items()
         }
         result = fit(responses["fit"], score=plan.score)
+        recorded = recorded_grid(result)
         outputs = {
-            "best_index": np.where(valid, np.asarray(result.best_index), -1),
-            "best_hyperparameter": np.where(valid, chosen_values(result), np.nan),
-            "cv_scores": np.where(valid, np.asarray(result.cv_scores), np.nan),
+            "best_index": np.where(valid, recorded.chosen_index, -1),
+            "best_hyperparameter": np.where(valid, recorded.chosen, np.nan),
+            "cv_scores": np.where(valid, recorded.cv_scores, np.nan),
             "intercept": np.where(valid, np.asarray(result.intercept), np.nan),
         }
         if X_held is not None:

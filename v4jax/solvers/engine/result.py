@@ -19,7 +19,7 @@ result (the study, the sweep, the estimators) uses only these names, never the m
 
 from __future__ import annotations
 
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 import jax
 import jax.numpy as jnp
@@ -52,6 +52,41 @@ def grid_edge(best_index: jax.Array, n_grid: int) -> jax.Array:
 def chosen_values(result: CrossValidatedResult) -> np.ndarray:
     """(n_targets,) or (n_targets, k) the grid value each target chose, on the host."""
     return np.asarray(result.grid)[np.asarray(result.best_index)]
+
+
+class RecordedGrid(NamedTuple):
+    """A result seen through one hyperparameter, as the results files record it (host arrays).
+
+    Attributes: values (G',) the grid's last column, in the grid's order, each value once;
+    cv_scores (G', T) each value's best cv score over the grid rows that share it; chosen (T,)
+    each target's value; chosen_index (T,) its index in ``values``.
+    """
+
+    values: np.ndarray
+    cv_scores: np.ndarray
+    chosen: np.ndarray
+    chosen_index: np.ndarray
+
+
+def recorded_grid(result: CrossValidatedResult) -> RecordedGrid:
+    """One hyperparameter per fit: a grid with several columns (banded ridge's band weights then
+    alpha; fwRF's field then alpha) is recorded by its last column; a 1-D grid as it is."""
+    grid, cv_scores = np.asarray(result.grid), np.asarray(result.cv_scores)
+    best_index = np.asarray(result.best_index)
+    if grid.ndim == 1:
+        return RecordedGrid(grid, cv_scores, grid[best_index], best_index)
+    column = grid[:, -1]
+    _, first = np.unique(column, return_index=True)
+    values = column[np.sort(first)]
+    scores = np.stack([cv_scores[column == value].max(axis=0) for value in values])
+    chosen = column[best_index]
+    return RecordedGrid(values, scores, chosen, _positions(values, chosen))
+
+
+def _positions(values: np.ndarray, chosen: np.ndarray) -> np.ndarray:
+    """(T,) the index of each chosen value in ``values`` (which holds each value once)."""
+    order = np.argsort(values)
+    return order[np.searchsorted(values, chosen, sorter=order)]
 
 
 def best_scores(result: CrossValidatedResult) -> jax.Array:
