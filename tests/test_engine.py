@@ -49,6 +49,31 @@ def test_one_pass_kernel_equals_float64_numpy_on_both_routes(fit_intercept, rout
         assert relative_error(gram.design_dot_mean, centred @ expected_mean) <= 1e-12
 
 
+@pytest.mark.parametrize("dtype, tolerance", [(np.float64, 1e-12), (np.float32, 1e-5)])
+def test_host_kernel_centred_after_raw_products_equals_the_centred_kernel(dtype, tolerance):
+    X = np.maximum(design(40, 70, seed=21, offset=0.0), 0.0)  # like ReLU features
+    block = 16
+    for start in range(0, X.shape[1], block):  # every block takes the raw-product route
+        columns = X[:, start : start + block]
+        assert 2 * len(X) * np.sum(columns.mean(axis=0) ** 2) <= np.sum(columns**2)
+    gram = kernels.centred_gram(X.astype(dtype), dtype=dtype, block=block, raw_products=True)
+    centred = X - X.mean(axis=0)
+    assert relative_error(gram.kernel, centred @ centred.T) <= tolerance
+    assert relative_error(gram.design_dot_mean, centred @ X.mean(axis=0)) <= tolerance
+    assert relative_error(gram.mean, X.mean(axis=0)) <= tolerance
+
+
+def test_raw_products_centre_blocks_far_from_zero_first():
+    X = design(40, 70, seed=22, offset=0.0)
+    X[:, 30:] += 1e4  # blocks 1 and 2 of 16 are near zero, the rest far from it
+    gram = kernels.centred_gram(X.astype(np.float32), dtype=np.float32, block=16, raw_products=True)
+    centred = X - X.mean(axis=0)
+    # Centred blocks keep ~4e-4 (the float32 means of 1e4 values); raw products would lose all
+    # digits (their rounding, ~6e-8 * 70 * 1e8, exceeds the centred entries: error 17).
+    assert relative_error(gram.kernel, centred @ centred.T) <= 1e-3
+    assert relative_error(gram.design_dot_mean, centred @ X.mean(axis=0)) <= 1e-2
+
+
 @pytest.mark.parametrize("route", ROUTES)
 def test_given_means_and_scales_standardise_every_product_on_both_routes(route):
     X = design(23, 40, seed=14)

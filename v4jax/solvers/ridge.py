@@ -395,6 +395,7 @@ def prepare_ridge(
         block=feature_block_size,
         mesh=mesh,
         progress=progress,
+        raw_products=True,
     )
     basis, fold_bases = _decompose_kernel(gram.kernel, folds, fit_intercept, mesh, root_weights)
     return RidgeDecomposition(
