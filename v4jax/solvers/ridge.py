@@ -23,6 +23,13 @@ basis: dual coefficients ``a = U diag(1 / (lam + alpha)) Uᵀ Y`` (dual path; th
 coefficients ``(X - mean)ᵀ a`` are formed only when asked for, and :meth:`RidgeCVResult.predict`
 goes through the kernel) or ``coef = V diag(s / (s² + alpha)) Uᵀ Y`` (primal path).
 
+**Shared filters.** The products ``U diag(d_a) Z`` (``Z = Uᵀ Y``) cost ``2 n rank T`` per alpha,
+most of the work. The residual factors ``d_a = alpha / (lam + alpha)`` of a grid are often
+spanned, to the compute dtype's rounding, by fewer vectors than there are alphas (alphas far
+below the spectrum give ``d ≈ alpha / lam``, far above it ``d ≈ 1 - lam / alpha``: a few
+functions of ``lam``). :func:`shared_filters` finds them (an SVD of the (n_alphas, rank) factors),
+then only the filters' products are formed and each alpha's is their combination.
+
 Folds whose training set is not the complement of their test set (e.g. ``ShuffleSplit``) cannot
 use the identity; they take the per-fold route (one decomposition per fold), as does
 :func:`ridge_path`.
@@ -65,12 +72,14 @@ __all__ = [
     "DEFAULT_TARGET_BATCH",
     "RidgeCVResult",
     "RidgeDecomposition",
+    "filter_count",
     "heldout_predictions",
     "prepare_ridge",
     "prepare_ridge_from_kernel",
     "ridge_cv",
     "ridge_cv_targets",
     "ridge_path",
+    "shared_filters",
 ]
 
 
@@ -759,28 +768,107 @@ def _has_residual_space(basis: SpectralBasis, fit_intercept: bool) -> bool:
 class _FoldOperator(NamedTuple):
     """What gives one fold's held-out residuals for every alpha, from ``Z = Uᵀ Y_c`` alone.
 
-    ``e_G = inverse @ (scaled_rows @ Z + (R Y)_G)`` with ``scaled_rows = U_G diag(d)``
-    (n_alphas, g, rank) and ``inverse = (C_GG)⁻¹`` (n_alphas, g, g). Target independent: built
-    once per call. (Forming ``(C_GG)⁻¹ U_G diag(d)`` instead costs a triangular solve with
-    ``rank`` right-hand sides per fold and alpha: 0.16 s per conv3-sized fold against 0.04 s for
-    the inverse.)
+    ``e_G = inverse @ (mixing @ (scaled_rows @ Z) + (R Y)_G)`` with ``scaled_rows = U_G
+    diag(f)`` (n_filters, g, rank) for the filters ``f`` (:func:`shared_filters`; without them
+    ``mixing`` is None and ``f`` is every alpha's ``d``) and ``inverse = (C_GG)⁻¹``
+    (n_alphas, g, g). Target independent: built once per call. (Forming ``(C_GG)⁻¹ U_G diag(d)``
+    instead costs a triangular solve with ``rank`` right-hand sides per fold and alpha: 0.16 s
+    per conv3-sized fold against 0.04 s for the inverse.)
     """
 
     scaled_rows: jax.Array
     inverse: jax.Array
+    mixing: jax.Array | None
 
 
 class _LooOperator(NamedTuple):
     """Leave-one-out's residuals ``e = inverse * (U diag(d) Z + R Y)`` for every alpha.
 
-    ``factors`` (n_alphas, rank) is ``d = alpha / (lam + alpha)`` and ``inverse``
-    (n_alphas, n_samples) is ``1 / C_ii``. The residuals are formed (and scored) one alpha at a
-    time, so neither a (n_alphas, n_samples, rank) operator nor the (n_alphas, n_samples, T)
-    residuals ever sit in memory at once.
+    ``factors`` (n_alphas, rank) is ``d = alpha / (lam + alpha)``, or with shared filters
+    (``mixing`` (n_alphas, n_filters) not None) the (n_filters, rank) filters, ``d_a = mixing[a]
+    @ factors``. ``inverse`` (n_alphas, n_samples) is ``1 / C_ii``. Residuals are formed (and
+    scored) one alpha at a time: no (n_alphas, n_samples, T) array sits in memory (the filters'
+    (n_filters, n_samples, T) products do, fewer than three quarters of that).
     """
 
     factors: jax.Array
     inverse: jax.Array
+    mixing: jax.Array | None
+
+
+class _AlphaFilters(NamedTuple):
+    """(n_alphas, n_filters) mixing and (n_filters, rank) filters from :func:`shared_filters`."""
+
+    mixing: jax.Array
+    filters: jax.Array
+
+
+# Use shared filters when there are at most this fraction of the alphas (their products are
+# kept in memory and combined; with nearly as many filters as alphas that costs more than it saves).
+MAX_FILTER_FRACTION = 0.75
+
+
+def shared_filters(factors: np.ndarray, dtype: Any) -> tuple[np.ndarray, np.ndarray] | None:
+    """Fewer vectors spanning every alpha's residual factors to the dtype's rounding.
+
+    Args:
+      factors: (n_alphas, rank) residual factors ``alpha / (lam + alpha)``.
+      dtype: the compute dtype; its epsilon sets the truncation.
+
+    Returns:
+      (mixing (n_alphas, n_filters), filters (n_filters, rank)) float64 with
+      ``factors ≈ mixing @ filters``, each row within about ``eps`` of its norm, or None when that
+      needs more than ``MAX_FILTER_FRACTION`` of the alphas. From the SVD of the rows scaled to
+      unit norm (so that small alphas' small factors keep their relative accuracy), keeping
+      singular values above ``eps / n_alphas`` of the largest: the dropped part of each row is
+      at most ``n_alphas`` times that, i.e. ``eps`` of its norm.
+    """
+    factors = np.asarray(factors, dtype=np.float64)
+    n_alphas = factors.shape[0]
+    norms = np.linalg.norm(factors, axis=1, keepdims=True)
+    left, singular, right = np.linalg.svd(factors / norms, full_matrices=False)
+    tolerance = singular[0] * np.finfo(dtype).eps / n_alphas
+    n_filters = int(np.sum(singular > tolerance))
+    if n_filters > MAX_FILTER_FRACTION * n_alphas:
+        return None
+    return norms * left[:, :n_filters] * singular[:n_filters], right[:n_filters]
+
+
+def filter_count(decomposition: RidgeDecomposition, alphas: Any) -> int:
+    """How many ``U diag(f) Z`` products the per-target phase forms per fold: one per alpha, or
+    the number of :func:`shared_filters` where they span the grid (for operation counts)."""
+    d = _check_decomposition(decomposition)
+    alpha_grid = replicate(_validation.check_alphas(alphas), d.mesh, d.dtype)
+    filters = None if d.fold_bases is not None else _basis_filters(d, alpha_grid)
+    return len(alpha_grid) if filters is None else filters.filters.shape[0]
+
+
+def _basis_filters(d: RidgeDecomposition, alphas: jax.Array) -> _AlphaFilters | None:
+    """:func:`shared_filters` of the decomposition's residual factors, replicated on its mesh.
+
+    None (every alpha's own product) where a direction is dropped at some alpha: a dropped
+    direction's factor is 1 beside tiny ones, and a truncation relative to the row's norm
+    would swamp the tiny ones, which the per-alpha product keeps.
+    """
+    factors, all_usable = _factors_on_host(d.basis, alphas)
+    if not all_usable:
+        return None
+    filters = shared_filters(factors, d.dtype)
+    if filters is None:
+        return None
+    return _AlphaFilters(*(replicate(part, d.mesh, d.dtype) for part in filters))
+
+
+def _factors_on_host(basis: SpectralBasis, alphas: jax.Array) -> tuple[np.ndarray, bool]:
+    """(n_alphas, rank) residual factors on the host, and whether every direction is used."""
+    factors, usable = _factors_and_usable(basis, alphas)
+    return np.asarray(factors.addressable_data(0)), bool(usable.addressable_data(0))
+
+
+@jax.jit
+def _factors_and_usable(basis: SpectralBasis, alphas: jax.Array) -> tuple[jax.Array, jax.Array]:
+    usable = _usable(basis.floor, basis.noise, basis.eigenvalues, alphas[:, None])
+    return _residual_factors(basis, alphas[:, None]), jnp.all(usable)
 
 
 def _fold_operators(
@@ -793,45 +881,59 @@ def _fold_operators(
     CPU thread pool and wait for it, so every simulated device inverting at once deadlocked
     (all pool threads waiting; seen with 4 devices on 2 cores from about 150 samples).
     """
+    filters = _basis_filters(d, alphas)
     if d.folds == LEAVE_ONE_OUT:
-        return (_loo_operator(d.basis, alphas, d.fit_intercept),)
+        return (_loo_operator(d.basis, alphas, d.fit_intercept, filters),)
     devices = list(d.mesh.devices.flat)
     if len(devices) == 1 or devices[0].platform != "cpu":
         return tuple(
-            _kfold_operator(d.basis, alphas, _indices(test, d.mesh), d.fit_intercept)
+            _kfold_operator(d.basis, alphas, _indices(test, d.mesh), d.fit_intercept, filters)
             for _, test in d.folds
         )
     local = jax.local_devices(backend="cpu")[0]
-    basis, local_alphas = jax.tree.map(
+    basis, local_alphas, local_filters = jax.tree.map(
         lambda value: jax.device_put(np.asarray(value.addressable_data(0)), local),
-        (d.basis, alphas),
+        (d.basis, alphas, filters),
     )
     operators = []
     for _, test in d.folds:
         test_indices = jax.device_put(np.asarray(test, dtype=np.int32), local)
-        operator = _kfold_operator(basis, local_alphas, test_indices, d.fit_intercept)
+        operator = _kfold_operator(
+            basis, local_alphas, test_indices, d.fit_intercept, local_filters
+        )
         operators.append(
-            _FoldOperator(*(replicate(np.asarray(part), d.mesh, d.dtype) for part in operator))
+            jax.tree.map(lambda part: replicate(np.asarray(part), d.mesh, d.dtype), operator)
         )
     return tuple(operators)
 
 
 @functools.partial(jax.jit, static_argnames="fit_intercept")
-def _loo_operator(basis: SpectralBasis, alphas: jax.Array, fit_intercept: bool) -> _LooOperator:
+def _loo_operator(
+    basis: SpectralBasis,
+    alphas: jax.Array,
+    fit_intercept: bool,
+    filters: _AlphaFilters | None,
+) -> _LooOperator:
     """Leave-one-out: ``e_i = (C Y)_i / C_ii`` for every alpha."""
     factors = _residual_factors(basis, alphas[:, None])
     squares = basis.vectors**2
     diagonal = factors @ squares.T
     if _has_residual_space(basis, fit_intercept):
         diagonal = diagonal + (1.0 - jnp.sum(squares, axis=1) - basis.direction**2)
-    return _LooOperator(factors, 1.0 / diagonal)
+    if filters is None:
+        return _LooOperator(factors, 1.0 / diagonal, None)
+    return _LooOperator(filters.filters, 1.0 / diagonal, filters.mixing)
 
 
 @functools.partial(jax.jit, static_argnames="fit_intercept")
 def _kfold_operator(
-    basis: SpectralBasis, alphas: jax.Array, test: jax.Array, fit_intercept: bool
+    basis: SpectralBasis,
+    alphas: jax.Array,
+    test: jax.Array,
+    fit_intercept: bool,
+    filters: _AlphaFilters | None,
 ) -> _FoldOperator:
-    """For one fold G, ``U_G diag(d)`` and ``(C_GG)⁻¹`` for every alpha."""
+    """For one fold G, ``U_G diag(f)`` (every alpha's ``d``, or the filters) and ``(C_GG)⁻¹``."""
     factors = _residual_factors(basis, alphas[:, None])
     rows = basis.vectors[test]
     scaled = rows[None] * factors[:, None, :]
@@ -840,7 +942,10 @@ def _kfold_operator(
         complement = jnp.eye(test.shape[0], dtype=rows.dtype) - rows @ rows.T
         direction = basis.direction[test]
         block = block + complement - jnp.outer(direction, direction)
-    return _FoldOperator(scaled, jnp.linalg.inv(block))
+    if filters is None:
+        return _FoldOperator(scaled, jnp.linalg.inv(block), None)
+    scaled_filters = rows[None] * filters.filters[:, None, :]
+    return _FoldOperator(scaled_filters, jnp.linalg.inv(block), filters.mixing)
 
 
 class _TargetCoordinates(NamedTuple):
@@ -891,17 +996,35 @@ def _outside(basis: SpectralBasis, targets: _TargetCoordinates, fit_intercept: b
 
 def _loo_residual(
     basis: SpectralBasis,
-    factors: jax.Array,
+    weights: jax.Array,
     inverse: jax.Array,
     targets: _TargetCoordinates,
     outside: jax.Array | None,
+    filtered: jax.Array | None,
 ) -> jax.Array:
-    """(n_samples, T) leave-one-out residuals at one alpha (``factors`` (rank,), ``inverse``
-    (n_samples,))."""
-    residual = basis.vectors @ (factors[:, None] * targets.projected)
+    """(n_samples, T) leave-one-out residuals at one alpha, ``inverse`` (n_samples,) its
+    ``1 / C_ii``: from its factors ``weights`` (rank,) when ``filtered`` is None, else from the
+    (n_filters, n_samples, T) filtered products and its mixing ``weights`` (n_filters,)."""
+    if filtered is None:
+        residual = basis.vectors @ (weights[:, None] * targets.projected)
+    else:
+        residual = jnp.tensordot(weights, filtered, axes=1)
     if outside is not None:
         residual = residual + outside
     return inverse[:, None] * residual
+
+
+def _loo_rows(
+    basis: SpectralBasis, operator: _LooOperator, targets: _TargetCoordinates
+) -> tuple[tuple[jax.Array, jax.Array], jax.Array | None]:
+    """Per-alpha (weights, inverse) rows for :func:`_loo_residual`, and the filtered products
+    ``U diag(f) Z`` (n_filters, n_samples, T) when the operator has shared filters."""
+    if operator.mixing is None:
+        return (operator.factors, operator.inverse), None
+    filtered = jax.lax.map(
+        lambda factors: basis.vectors @ (factors[:, None] * targets.projected), operator.factors
+    )
+    return (operator.mixing, operator.inverse), filtered
 
 
 def _fold_residuals(
@@ -919,17 +1042,19 @@ def _fold_residuals(
     outside = _outside(basis, targets, fit_intercept)
     if folds == LEAVE_ONE_OUT:
         (operator,) = operators
+        alpha_rows, filtered = _loo_rows(basis, operator, targets)
         residuals = jax.lax.map(
-            lambda row: _loo_residual(basis, *row, targets, outside),
-            (operator.factors, operator.inverse),
+            lambda row: _loo_residual(basis, *row, targets, outside, filtered), alpha_rows
         )
         return [(np.arange(targets.centred.shape[0]), residuals)]
     residuals = []
     for (_, test), operator in zip(folds, operators, strict=True):
         rows = np.asarray(test)
-        n_alphas, size, rank = operator.scaled_rows.shape
-        residual = operator.scaled_rows.reshape(n_alphas * size, rank) @ targets.projected
-        residual = residual.reshape(n_alphas, size, -1)
+        n_filters, size, rank = operator.scaled_rows.shape
+        residual = operator.scaled_rows.reshape(n_filters * size, rank) @ targets.projected
+        residual = residual.reshape(n_filters, size, -1)
+        if operator.mixing is not None:
+            residual = jnp.einsum("af,fgt->agt", operator.mixing, residual)
         if outside is not None:
             residual = residual + outside[rows]
         residuals.append((rows, operator.inverse @ residual))
@@ -952,12 +1077,13 @@ def _heldout_scores(
     if folds == LEAVE_ONE_OUT:
         (operator,) = operators
         outside = _outside(basis, targets, fit_intercept)
+        alpha_rows, filtered = _loo_rows(basis, operator, targets)
 
         def alpha_score(row: tuple[jax.Array, jax.Array]) -> jax.Array:
-            residual = _loo_residual(basis, *row, targets, outside)
+            residual = _loo_residual(basis, *row, targets, outside, filtered)
             return _scored(basis, Y, residual, slice(None), score)
 
-        return jax.lax.map(alpha_score, (operator.factors, operator.inverse))
+        return jax.lax.map(alpha_score, alpha_rows)
     fold_scores = [
         _scored(basis, Y, residual, rows, score)
         for rows, residual in _fold_residuals(basis, operators, targets, folds, fit_intercept)
