@@ -2,7 +2,9 @@
 
 Designs can be far wider than memory allows to copy (conv3: 1,750 x 64,896), so every product
 streams the features in blocks, each centred (and optionally scaled) on its own column
-statistics before it is multiplied (no cancellation from large feature offsets):
+statistics before it is multiplied (no cancellation from large feature offsets; ridge's kernel
+multiplies blocks near zero as they are and centres their product exactly, see
+:func:`_host_gram_of_own_means`):
 
 * :func:`centred_gram`: the (n, n) kernel ``(X - mean)(X - mean)ᵀ``, with ``(X - mean) @ mean``
   and the column means, in one pass;
