@@ -65,11 +65,11 @@ def test_host_kernel_centred_after_raw_products_equals_the_centred_kernel(dtype,
 
 def test_raw_products_centre_blocks_far_from_zero_first():
     X = design(40, 70, seed=22, offset=0.0)
-    X[:, 30:] += 1e4  # blocks 1 and 2 of 16 are near zero, the rest far from it
+    X[:, 30:] += 1e4  # block 0 (columns 0-15) is near zero, blocks 1-4 reach columns 30+
     gram = kernels.centred_gram(X.astype(np.float32), dtype=np.float32, block=16, raw_products=True)
     centred = X - X.mean(axis=0)
     # Centred blocks keep ~4e-4 (the float32 means of 1e4 values); raw products would lose all
-    # digits (their rounding, ~6e-8 * 70 * 1e8, exceeds the centred entries: error 17).
+    # digits (their rounding, ~6e-8 * 70 * 1e8, exceeds the centred entries: error above 10).
     assert relative_error(gram.kernel, centred @ centred.T) <= 1e-3
     assert relative_error(gram.design_dot_mean, centred @ X.mean(axis=0)) <= 1e-2
 

@@ -788,7 +788,7 @@ class _LooOperator(NamedTuple):
     (``mixing`` (n_alphas, n_filters) not None) the (n_filters, rank) filters, ``d_a = mixing[a]
     @ factors``. ``inverse`` (n_alphas, n_samples) is ``1 / C_ii``. Residuals are formed (and
     scored) one alpha at a time: no (n_alphas, n_samples, T) array sits in memory (the filters'
-    (n_filters, n_samples, T) products do, fewer than three quarters of that).
+    (n_filters, n_samples, T) products do, at most three quarters of that).
     """
 
     factors: jax.Array
@@ -803,33 +803,41 @@ class _AlphaFilters(NamedTuple):
     filters: jax.Array
 
 
-# Use shared filters when there are at most this fraction of the alphas (their products are
-# kept in memory and combined; with nearly as many filters as alphas that costs more than it saves).
+# Shared filters are used when their products and mix cost at most this fraction of one product
+# per alpha: ``f (rank + n_alphas) <= fraction * n_alphas * rank`` (their (f, n_samples, T)
+# products are kept in memory for leave-one-out).
 MAX_FILTER_FRACTION = 0.75
 
 
-def shared_filters(factors: np.ndarray, dtype: Any) -> tuple[np.ndarray, np.ndarray] | None:
+def shared_filters(
+    factors: np.ndarray, dtype: Any, rank: int | None = None
+) -> tuple[np.ndarray, np.ndarray] | None:
     """Fewer vectors spanning every alpha's residual factors to the dtype's rounding.
 
     Args:
-      factors: (n_alphas, rank) residual factors ``alpha / (lam + alpha)``.
+      factors: (n_alphas, rank) residual factors ``alpha / (lam + alpha)``, best computed in
+        float64 (rounding noise near the truncation would count as filters).
       dtype: the compute dtype; its epsilon sets the truncation.
+      rank: the products' inner size (default: ``factors.shape[1]``), for the cost rule.
 
     Returns:
       (mixing (n_alphas, n_filters), filters (n_filters, rank)) float64 with
-      ``factors ≈ mixing @ filters``, each row within about ``eps`` of its norm, or None when that
-      needs more than ``MAX_FILTER_FRACTION`` of the alphas. From the SVD of the rows scaled to
-      unit norm (so that small alphas' small factors keep their relative accuracy), keeping
-      singular values above ``eps / n_alphas`` of the largest: the dropped part of each row is
-      at most ``n_alphas`` times that, i.e. ``eps`` of its norm.
+      ``factors ≈ mixing @ filters``, or None when they would not save work (more than
+      ``MAX_FILTER_FRACTION`` of one product per alpha, counting the mix) or a row is zero or
+      not finite. From the SVD ``P S Vᵀ`` of the rows scaled to unit norm (so that small alphas'
+      small factors keep their relative accuracy), keeping singular values above ``eps``: a
+      row's dropped part is ``sum_{j>k} s_j P_aj v_j``, of norm at most ``s_{k+1} <= eps`` (the
+      rows of ``P`` have norm at most 1), i.e. within ``eps`` of the row's norm.
     """
     factors = np.asarray(factors, dtype=np.float64)
-    n_alphas = factors.shape[0]
+    n_alphas, inner = factors.shape
+    rank = inner if rank is None else rank
     norms = np.linalg.norm(factors, axis=1, keepdims=True)
+    if not np.all(np.isfinite(factors)) or np.any(norms == 0):
+        return None
     left, singular, right = np.linalg.svd(factors / norms, full_matrices=False)
-    tolerance = singular[0] * np.finfo(dtype).eps / n_alphas
-    n_filters = int(np.sum(singular > tolerance))
-    if n_filters > MAX_FILTER_FRACTION * n_alphas:
+    n_filters = int(np.sum(singular > np.finfo(dtype).eps))
+    if n_filters * (rank + n_alphas) > MAX_FILTER_FRACTION * n_alphas * rank:
         return None
     return norms * left[:, :n_filters] * singular[:n_filters], right[:n_filters]
 
@@ -846,29 +854,26 @@ def filter_count(decomposition: RidgeDecomposition, alphas: Any) -> int:
 def _basis_filters(d: RidgeDecomposition, alphas: jax.Array) -> _AlphaFilters | None:
     """:func:`shared_filters` of the decomposition's residual factors, replicated on its mesh.
 
-    None (every alpha's own product) where a direction is dropped at some alpha: a dropped
-    direction's factor is 1 beside tiny ones, and a truncation relative to the row's norm
-    would swamp the tiny ones, which the per-alpha product keeps.
+    The factors are recomputed in float64 on the host from the eigenvalues. None (one product
+    per alpha) where some direction is dropped at some alpha: a dropped direction's factor is
+    a constant 1, not a function of its eigenvalue, and these ill-conditioned cases stay on the
+    route measured in ``docs/reliability.md``.
     """
-    factors, all_usable = _factors_on_host(d.basis, alphas)
-    if not all_usable:
+    usable = _all_usable(d.basis, alphas)
+    if not bool(usable.addressable_data(0)):
         return None
-    filters = shared_filters(factors, d.dtype)
+    eigenvalues = np.asarray(d.basis.eigenvalues.addressable_data(0), dtype=np.float64)
+    grid = np.asarray(alphas.addressable_data(0), dtype=np.float64)[:, None]
+    filters = shared_filters(grid / (eigenvalues + grid), d.dtype)
     if filters is None:
         return None
     return _AlphaFilters(*(replicate(part, d.mesh, d.dtype) for part in filters))
 
 
-def _factors_on_host(basis: SpectralBasis, alphas: jax.Array) -> tuple[np.ndarray, bool]:
-    """(n_alphas, rank) residual factors on the host, and whether every direction is used."""
-    factors, usable = _factors_and_usable(basis, alphas)
-    return np.asarray(factors.addressable_data(0)), bool(usable.addressable_data(0))
-
-
 @jax.jit
-def _factors_and_usable(basis: SpectralBasis, alphas: jax.Array) -> tuple[jax.Array, jax.Array]:
-    usable = _usable(basis.floor, basis.noise, basis.eigenvalues, alphas[:, None])
-    return _residual_factors(basis, alphas[:, None]), jnp.all(usable)
+def _all_usable(basis: SpectralBasis, alphas: jax.Array) -> jax.Array:
+    """Whether every direction takes part at every alpha (see :func:`_usable`)."""
+    return jnp.all(_usable(basis.floor, basis.noise, basis.eigenvalues, alphas[:, None]))
 
 
 def _fold_operators(
