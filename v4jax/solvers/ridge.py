@@ -809,16 +809,13 @@ class _AlphaFilters(NamedTuple):
 MAX_FILTER_FRACTION = 0.75
 
 
-def shared_filters(
-    factors: np.ndarray, dtype: Any, rank: int | None = None
-) -> tuple[np.ndarray, np.ndarray] | None:
+def shared_filters(factors: np.ndarray, dtype: Any) -> tuple[np.ndarray, np.ndarray] | None:
     """Fewer vectors spanning every alpha's residual factors to the dtype's rounding.
 
     Args:
       factors: (n_alphas, rank) residual factors ``alpha / (lam + alpha)``, best computed in
         float64 (rounding noise near the truncation would count as filters).
       dtype: the compute dtype; its epsilon sets the truncation.
-      rank: the products' inner size (default: ``factors.shape[1]``), for the cost rule.
 
     Returns:
       (mixing (n_alphas, n_filters), filters (n_filters, rank)) float64 with
@@ -830,8 +827,7 @@ def shared_filters(
       rows of ``P`` have norm at most 1), i.e. within ``eps`` of the row's norm.
     """
     factors = np.asarray(factors, dtype=np.float64)
-    n_alphas, inner = factors.shape
-    rank = inner if rank is None else rank
+    n_alphas, rank = factors.shape
     norms = np.linalg.norm(factors, axis=1, keepdims=True)
     if not np.all(np.isfinite(factors)) or np.any(norms == 0):
         return None
@@ -1011,7 +1007,7 @@ def _loo_residual(
     ``1 / C_ii``: from its factors ``weights`` (rank,) when ``filtered`` is None, else from the
     (n_filters, n_samples, T) filtered products and its mixing ``weights`` (n_filters,)."""
     if filtered is None:
-        residual = basis.vectors @ (weights[:, None] * targets.projected)
+        residual = _filtered_product(basis, weights, targets)
     else:
         residual = jnp.tensordot(weights, filtered, axes=1)
     if outside is not None:
@@ -1027,9 +1023,16 @@ def _loo_rows(
     if operator.mixing is None:
         return (operator.factors, operator.inverse), None
     filtered = jax.lax.map(
-        lambda factors: basis.vectors @ (factors[:, None] * targets.projected), operator.factors
+        lambda factors: _filtered_product(basis, factors, targets), operator.factors
     )
     return (operator.mixing, operator.inverse), filtered
+
+
+def _filtered_product(
+    basis: SpectralBasis, factors: jax.Array, targets: _TargetCoordinates
+) -> jax.Array:
+    """(n_samples, T) ``U diag(factors) Z`` for (rank,) ``factors``."""
+    return basis.vectors @ (factors[:, None] * targets.projected)
 
 
 def _fold_residuals(
